@@ -1,0 +1,34 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+$(BIN)/cloudpilot: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+.PHONY: demo test lint typecheck bench simulator clean
+demo: $(BIN)/cloudpilot
+	$(BIN)/cloudpilot demo
+
+simulator: $(BIN)/cloudpilot
+	$(BIN)/cloudpilot simulator
+
+lint: $(BIN)/cloudpilot
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(BIN)/cloudpilot
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest
+
+bench: $(BIN)/cloudpilot
+	$(BIN)/python bench/simulator.py
+	$(BIN)/python bench/client_sweep.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,91 @@
+"""The `cloudpilot` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from daemon import __version__
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 78
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cloudpilot", description="Automation daemon for the Seeweb cloud."
+    )
+    parser.add_argument("--version", action="version", version=f"cloudpilot {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sim = commands.add_parser(
+        "simulator", help="run the embedded cloud (Seeweb ECS, Serverless GPU, Glesys)"
+    )
+    sim.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (port 0: any free)")
+    sim.add_argument(
+        "--scenario", type=Path, help="a scenario file, or a shipped one by name (e.g. cpu-surge)"
+    )
+    sim.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
+    sim.add_argument("--token", default=None, help="the ECS API token and Glesys key to accept")
+    sim.add_argument("--metrics-step", default=None, help="metrics sample interval, e.g. 5m or 2s")
+    sim.add_argument("--config-out", type=Path, help="write a cloudpilot.toml pointing here")
+    sim.add_argument("--list-scenarios", action="store_true", help="list shipped scenarios")
+
+    demo = commands.add_parser("demo", help="a narrated run against the embedded simulator")
+    demo.add_argument("--speed", type=float, default=600.0, help="simulated seconds per second")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return the exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "simulator":
+        return _simulator(args)
+    if args.command == "demo":
+        from daemon.demo import run_demo
+
+        return asyncio.run(run_demo(speed=args.speed))
+    return EXIT_USAGE
+
+
+def _simulator(args: argparse.Namespace) -> int:
+    from daemon.simulator.app import Credentials, Simulation
+    from daemon.simulator.durations import parse_duration
+    from daemon.simulator.scenario import ScenarioError, load_scenario_file, shipped_scenarios
+    from daemon.simulator.serve import Listen, serve_forever
+
+    if args.list_scenarios:
+        print("\n".join(shipped_scenarios()))
+        return EXIT_OK
+    try:
+        listen = Listen.parse(args.listen)
+        step = parse_duration(args.metrics_step) if args.metrics_step else None
+        if step is not None and step <= 0:
+            raise ValueError("--metrics-step must be positive")
+        if args.speed < 0:
+            raise ValueError("--speed must be 0 or more")
+    except ValueError as exc:
+        print(f"cloudpilot simulator: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        scenario = load_scenario_file(args.scenario or Path("default"))
+        credentials = Credentials()
+        if args.token:
+            credentials.api_token = args.token
+        sim = Simulation(scenario, speed=args.speed, metrics_step_s=step, credentials=credentials)
+    except ScenarioError as exc:
+        print(f"cloudpilot simulator: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        asyncio.run(serve_forever(sim, listen, args.config_out))
+    except OSError as exc:
+        print(
+            f"cloudpilot simulator: cannot listen on {args.listen}: {exc.strerror}", file=sys.stderr
+        )
+        return EXIT_FAILURE
+    return EXIT_OK

@@ -1,0 +1,349 @@
+"""The simulator's aiohttp application: auth, faults, the request log, and error answers.
+
+Each provider's paths live in their own module (`ecs.py`, `k8sgpu.py`, `glesys.py`); the `/_sim/`
+control surface lives in `control.py`. This module ties them together with three middlewares, from
+the outside in: the request log, fault injection, then auth and error translation, so that a
+faulted request is logged with the status the client saw and a bad request never becomes a 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from daemon.simulator.faults import FaultBoard
+from daemon.simulator.scenario import Scenario, build_world
+from daemon.simulator.timefmt import iso_micro
+from daemon.simulator.world import SimError, World
+
+log = structlog.get_logger("cloudpilot.simulator")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+ECS = "/ecs/v2"
+K8SGPU = "/k8sgpu/v1"
+GLESYS = "/glesys"
+CONTROL = "/_sim/"
+
+REQUEST_LOG_LIMIT = 200_000
+
+
+@dataclass(slots=True)
+class Credentials:
+    """What the simulated accounts accept."""
+
+    api_token: str = "simulator-token"  # noqa: S105 - a documented simulator default
+    username: str = "demo"
+    password: str = "demo"  # noqa: S105 - a documented simulator default
+    glesys_project: str = "cl12345"
+
+
+@dataclass(slots=True)
+class TokenStore:
+    """JWTs issued by the simulated logins, with their expiry in simulated time."""
+
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    tokens: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+
+    def issue(self, realm: str, user: str, now: datetime, ttl_s: float) -> tuple[str, datetime]:
+        """Return a new token for `realm` and when it expires."""
+        expires = now + timedelta(seconds=ttl_s)
+        header = _b64({"alg": "HS256", "typ": "JWT"})
+        payload = _b64(
+            {"exp": int(expires.timestamp()), "username": user, "jti": secrets.token_hex(8)}
+        )
+        signature = hmac.new(self.secret, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+        token = f"{header}.{payload}.{base64.urlsafe_b64encode(signature).decode().rstrip('=')}"
+        self.tokens[token] = (realm, expires)
+        return token, expires
+
+    def valid(self, realm: str, token: str, now: datetime) -> bool:
+        """Return whether the token was issued for `realm` and has not expired."""
+        entry = self.tokens.get(token)
+        return entry is not None and entry[0] == realm and now < entry[1]
+
+    def expire_all(self, now: datetime) -> None:
+        """Make every token issued so far answer 401."""
+        for token, (realm, _) in self.tokens.items():
+            self.tokens[token] = (realm, now)
+
+    def rebase(self, old_now: datetime, new_now: datetime) -> None:
+        """Keep each token's remaining lifetime when simulated time jumps to a new scenario."""
+        for token, (realm, expires) in self.tokens.items():
+            self.tokens[token] = (realm, new_now + (expires - old_now))
+
+
+def _b64(data: dict[str, Any]) -> str:
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+class Simulation:
+    """Everything the handlers share: the world, faults, tokens and the request log."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        speed: float = 1.0,
+        metrics_step_s: float | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
+        self.speed = speed
+        self.metrics_step_s = metrics_step_s
+        self.credentials = credentials or Credentials()
+        self.tokens = TokenStore()
+        self.requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_LIMIT)
+        self.scenario = scenario
+        self.world: World = self._build(scenario)
+        self.faults = FaultBoard(self.world.rng)
+
+    def _build(self, scenario: Scenario) -> World:
+        return build_world(
+            scenario,
+            speed=self.speed,
+            metrics_step_s=self.metrics_step_s,
+            faults=self,
+        )
+
+    def add_window(self, spec: FaultWindow, now: datetime) -> None:
+        """Receive a fault window from the scenario timeline."""
+        self.faults.add_window(spec, now)
+
+    def load(self, scenario: Scenario) -> None:
+        """Replace the world with a new scenario's; faults are cleared, logins stay valid."""
+        old_now = self.world.clock.now()
+        world = self._build(scenario)
+        self.faults.clear()
+        self.tokens.rebase(old_now, world.clock.now())
+        self.scenario, self.world = scenario, world
+
+
+SIM = web.AppKey("simulation", Simulation)
+
+
+# -- answers ---------------------------------------------------------------------------------------
+
+
+def realm_of(path: str) -> str:
+    """Return which API a path belongs to: ecs, k8sgpu, glesys, control or other."""
+    if path.startswith(ECS):
+        return "ecs"
+    if path.startswith(K8SGPU):
+        return "k8sgpu"
+    if path.startswith(GLESYS):
+        return "glesys"
+    if path.startswith(CONTROL):
+        return "control"
+    return "other"
+
+
+def error_response(realm: str, status: int, message: str, now: datetime) -> web.Response:
+    """Return an error in the shape the API of `realm` uses."""
+    body: dict[str, Any]
+    if realm == "glesys":
+        body = {"response": {"status": _glesys_status(status, message, now)}}
+    elif realm == "k8sgpu":
+        body = {"detail": message}  # the Serverless GPU API answers like Django REST framework
+    else:
+        body = {"status": "error", "code": status, "message": message}
+    return web.json_response(body, status=status)
+
+
+def _glesys_status(code: int, text: str, now: datetime) -> dict[str, Any]:
+    return {"code": code, "timestamp": now.isoformat(timespec="seconds"), "text": text}
+
+
+def glesys_response(payload: dict[str, Any], now: datetime, args: dict[str, Any]) -> web.Response:
+    """Wrap a Glesys payload in its envelope."""
+    body = {
+        "response": {"status": _glesys_status(200, "OK", now), **payload, "debug": {"input": args}}
+    }
+    return web.json_response(body)
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """Return the request's JSON object, or refuse with a 400 that says what is wrong."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SimError(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise SimError(400, "request body must be a JSON object")
+    return data
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], data: dict[str, Any], what: str) -> M:
+    """Validate a request body; a failure names the request and the field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field_name = ".".join(str(p) for p in first["loc"]) or "body"
+        raise SimError(400, f"{what}: {field_name}: {first['msg']}") from None
+
+
+def int_arg(value: str | None, name: str, default: int, *, minimum: int = 0) -> int:
+    """Parse an integer query parameter, or refuse with a 400 naming it."""
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise SimError(400, f"query parameter {name!r} must be an integer, not {value!r}") from None
+    if number < minimum:
+        raise SimError(400, f"query parameter {name!r} must be at least {minimum}")
+    return number
+
+
+# -- middlewares -----------------------------------------------------------------------------------
+
+
+@web.middleware
+async def record_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Log every provider request with the status the client saw."""
+    if request.path.startswith(CONTROL):
+        return await handler(request)
+    sim = request.app[SIM]
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        sim.requests.append(
+            {
+                "method": request.method,
+                "path": request.path,
+                "query": dict(request.query),
+                "status": status,
+                "t": iso_micro(sim.world.clock.now()),
+            }
+        )
+
+
+@web.middleware
+async def inject_faults(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Apply the faults that match this request's path."""
+    if request.path.startswith(CONTROL):
+        return await handler(request)
+    sim = request.app[SIM]
+    now = sim.world.clock.now()
+    applied = sim.faults.decide(request.path, now)
+    if applied.latency_s:
+        await sim.faults.delay(applied.latency_s)
+    if applied.status is not None:
+        response = error_response(
+            realm_of(request.path), applied.status, "injected fault", sim.world.clock.now()
+        )
+        if applied.retry_after is not None:
+            # Seconds, or an HTTP date passed through as given.
+            response.headers["Retry-After"] = str(applied.retry_after)
+        return response
+    answer = await handler(request)
+    if applied.truncate and isinstance(answer, web.Response) and isinstance(answer.body, bytes):
+        body = answer.body
+        cut = web.Response(
+            body=body[: max(1, len(body) // 2)],
+            status=answer.status,
+            content_type=answer.content_type,
+        )
+        return cut
+    return answer
+
+
+@web.middleware
+async def answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bring the world up to date, check auth, and turn refusals into the API's error shape."""
+    sim = request.app[SIM]
+    realm = realm_of(request.path)
+    now = sim.world.sync()
+    try:
+        if realm in ("ecs", "k8sgpu", "glesys"):
+            _authenticate(request, sim, realm, now)
+        return await handler(request)
+    except SimError as exc:
+        return error_response(realm, exc.status, exc.message, now)
+    except web.HTTPNotFound:
+        return error_response(realm, 404, f"no such endpoint: {request.method} {request.path}", now)
+    except web.HTTPMethodNotAllowed:
+        return error_response(
+            realm, 405, f"method {request.method} not allowed on {request.path}", now
+        )
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("simulator_handler_failed", method=request.method, path=request.path)
+        return error_response(realm, 500, "internal simulator error", now)
+
+
+_OPEN_PATHS = frozenset({f"{ECS}/login", f"{K8SGPU}/user/login/", f"{K8SGPU}/user/login"})
+
+
+def _authenticate(request: web.Request, sim: Simulation, realm: str, now: datetime) -> None:
+    if request.path in _OPEN_PATHS:
+        return
+    creds = sim.credentials
+    if realm == "glesys":
+        if request.headers.get("Authorization", "") != _basic(
+            creds.glesys_project, creds.api_token
+        ):
+            raise SimError(401, "Unauthorized: project or API key is wrong")
+        return
+    if realm == "ecs":
+        token = request.headers.get("X-APITOKEN") or request.headers.get("X-API-TOKEN")
+        if token is not None:
+            if hmac.compare_digest(token, creds.api_token):
+                return
+            raise SimError(401, "invalid API token")
+    bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not bearer:
+        raise SimError(401, "authentication credentials were not provided")
+    if not sim.tokens.valid(realm, bearer, now):
+        raise SimError(401, "token is invalid or expired")
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def create_app(sim: Simulation) -> web.Application:
+    """Return the simulator's aiohttp application."""
+    from daemon.simulator import control, ecs, glesys, k8sgpu
+
+    app = web.Application(
+        middlewares=[record_requests, inject_faults, answer_errors],
+        client_max_size=4 * 1024 * 1024,
+    )
+    app[SIM] = sim
+    ecs.add_routes(app)
+    k8sgpu.add_routes(app)
+    glesys.add_routes(app)
+    control.add_routes(app)
+
+    async def release_hung_requests(app: web.Application) -> None:
+        app[SIM].faults.clear()
+
+    app.on_shutdown.append(release_hung_requests)
+    return app

@@ -1,0 +1,105 @@
+"""Run the simulator as a server, and write a cloudpilot.toml that points at it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from daemon.simulator.app import Credentials, Simulation, create_app
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """A host and port to listen on; port 0 picks a free one."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Listen:
+        """Parse `HOST:PORT` (IPv6 hosts in brackets), or raise ValueError."""
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"expected HOST:PORT, got {text!r}")
+        return cls(host.strip("[]") or "127.0.0.1", int(port))
+
+
+async def start(sim: Simulation, listen: Listen) -> tuple[web.AppRunner, str]:
+    """Start serving and return the runner and the base URL actually bound."""
+    runner = web.AppRunner(create_app(sim), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, listen.host, listen.port)
+    await site.start()
+    server = site._server  # aiohttp exposes the bound sockets only here
+    assert server is not None
+    sockets = getattr(server, "sockets", None) or []
+    port = sockets[0].getsockname()[1] if sockets else listen.port
+    host = f"[{listen.host}]" if ":" in listen.host else listen.host
+    return runner, f"http://{host}:{port}"
+
+
+def write_config(path: Path, url: str, credentials: Credentials) -> None:
+    """Write a cloudpilot.toml for this simulator and its credential files beside it (mode 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secrets = {
+        "seeweb-token": credentials.api_token,
+        "k8sgpu-password": credentials.password,
+        "glesys-key": credentials.api_token,
+    }
+    for name, value in secrets.items():
+        secret_path = path.parent / name
+        fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(value + "\n")
+    path.write_text(
+        f"""# Written by `cloudpilot simulator --config-out`: a config for the simulator at {url}.
+rules = ["rules/"]
+
+[http]
+listen = "127.0.0.1:9464"
+
+[state]
+path = "state.db"
+
+[seeweb]
+url = "{url}"
+token_file = "seeweb-token"
+
+[k8sgpu]
+url = "{url}"
+username = "{credentials.username}"
+password_file = "k8sgpu-password"
+
+[glesys]
+url = "{url}/glesys"
+project = "{credentials.glesys_project}"
+key_file = "glesys-key"
+""",
+        encoding="utf-8",
+    )
+
+
+async def serve_forever(
+    sim: Simulation, listen: Listen, config_out: Path | None, announce: bool = True
+) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    runner, url = await start(sim, listen)
+    try:
+        if config_out is not None:
+            write_config(config_out, url, sim.credentials)
+        if announce:
+            print(f"simulator listening on {url} (scenario {sim.scenario.name})", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -23,7 +23,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from daemon.simulator.faults import FaultBoard
+from daemon.simulator.faults import FaultBoard, FaultRequest
 from daemon.simulator.scenario import Scenario, build_world
 from daemon.simulator.timefmt import iso_micro
 from daemon.simulator.world import SimError, World
@@ -118,7 +118,7 @@ class Simulation:
             faults=self,
         )
 
-    def add_window(self, spec: FaultWindow, now: datetime) -> None:
+    def add_window(self, spec: FaultRequest, now: datetime) -> None:
         """Receive a fault window from the scenario timeline."""
         self.faults.add_window(spec, now)
 

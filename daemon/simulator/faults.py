@@ -111,9 +111,9 @@ class FaultBoard:
         self.faults.append(fault)
         return fault
 
-    def add_window(self, spec: FaultWindow, now: datetime) -> None:
+    def add_window(self, spec: FaultRequest, now: datetime) -> None:
         """Open a fault window from a scenario's timeline."""
-        self.add(FaultRequest.model_validate(spec.model_dump(by_alias=True)), now)
+        self.add(spec, now)
 
     def clear(self) -> None:
         """Remove every fault and let hung requests finish."""

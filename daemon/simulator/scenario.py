@@ -19,13 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from daemon.simulator.clock import SimClock
 from daemon.simulator.demand import Constant, Demand, Trace
 from daemon.simulator.durations import Seconds
+from daemon.simulator.faults import FaultRequest
 from daemon.simulator.world import DEFAULT_PLANS, GPU_PRICES, Plan, Pricing, SimError, World
 
 
 class FaultSink(Protocol):
     """Where the timeline's fault windows go (the simulation's fault board)."""
 
-    def add_window(self, spec: FaultWindow, now: datetime) -> None:
+    def add_window(self, spec: FaultRequest, now: datetime) -> None:
         """Open a fault window at `now`."""
 
 
@@ -155,19 +156,6 @@ class PodEnd(_Model):
     failed: bool = True
 
 
-class FaultWindow(_Model):
-    """A fault that is active for a while, with the fields of `POST /_sim/faults`."""
-
-    path: str = ""
-    status: int | None = None
-    rate: float = Field(default=1.0, ge=0, le=1)
-    retry_after: int | str | None = None
-    latency_ms: int = Field(default=0, ge=0)
-    truncate: bool = False
-    count: int | None = Field(default=None, ge=1)
-    duration_s: Seconds | None = Field(default=None, alias="for", gt=0)
-
-
 class TimelineEntry(_Model):
     """Something that happens `at` a time after the start; exactly one field besides `at`."""
 
@@ -177,7 +165,7 @@ class TimelineEntry(_Model):
     demand: DemandChange | None = None
     pod_start: PodStart | None = None
     pod_end: PodEnd | None = None
-    fault: FaultWindow | None = None
+    fault: FaultRequest | None = None
 
     def what(self) -> tuple[str, Any]:
         """Return the one thing this entry does, by field name."""

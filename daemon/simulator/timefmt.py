@@ -25,3 +25,8 @@ def naive_seconds(t: datetime) -> str:
 def iso_seconds(t: datetime) -> str:
     """Return `2019-04-16T13:37:41+00:00` (images, templates)."""
     return t.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def naive_micro(t: datetime) -> str:
+    """Return `2024-11-21 13:03:54.736403`, UTC without a zone (the k8sgpu login's `expire`)."""
+    return t.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")

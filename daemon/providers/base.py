@@ -1,0 +1,620 @@
+"""The HTTP core every provider client shares: URLs, auth, timeouts, retries, rate limit, parsing.
+
+A client subclasses `HttpProvider`, names its API (`name`, `api_prefix`), picks an authenticator
+and writes one small method per endpoint. Everything about *how* a call is made lives here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Annotated, Any, ClassVar, Protocol, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+from pydantic import BaseModel, BeforeValidator, model_validator
+from yarl import URL
+
+from daemon.clock import Clock
+from daemon.providers.errors import (
+    AuthError,
+    BadResponseError,
+    ConflictError,
+    NotFoundError,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnreachable,
+    RateLimitedError,
+    RequestRejected,
+    ServerError,
+)
+from daemon.providers.records import Record, RecordError, parse_record
+
+RecordT = TypeVar("RecordT", bound=BaseModel)
+
+#: Called once per attempt as (provider, endpoint template, "200" | "timeout" | "error", seconds).
+RequestObserver = Callable[[str, str, str, float], None]
+
+_RETRY_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Statuses where the API guarantees the request was not carried out, so even a mutating call may
+# be sent again. A 500/502/504 or a timeout can arrive *after* the work was accepted: resending a
+# POST then could create a second server or snapshot. Those errors surface to the runner, which
+# reconciles against the real state (idempotency keys, action lookups) instead of guessing here.
+_NOTHING_HAPPENED_STATUSES = frozenset({429, 503})
+
+
+class RequestLog(Protocol):
+    """The part of a structlog logger the clients use."""
+
+    def debug(self, event: str, **kw: Any) -> Any:
+        """Log a debug event."""
+
+    def info(self, event: str, **kw: Any) -> Any:
+        """Log an info event."""
+
+    def warning(self, event: str, **kw: Any) -> Any:
+        """Log a warning event."""
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Secret:
+    """A credential that never shows itself in repr, str, logs or exception text."""
+
+    _value: str = field(compare=True)
+
+    def reveal(self) -> str:
+        """Return the secret for the one place that must send it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+def _to_secret(value: Any) -> Secret:
+    if isinstance(value, Secret):
+        return value
+    if isinstance(value, str) and value:
+        return Secret(value)
+    raise ValueError("missing or invalid token")
+
+
+#: A token field in a login answer, wrapped as a Secret the moment it is parsed.
+SecretToken = Annotated[Secret, BeforeValidator(_to_secret)]
+
+
+class Envelope(Record):
+    """An answer holding one object under `key`, which some endpoints send bare instead."""
+
+    key: ClassVar[str]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_bare(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get(cls.key), dict):
+            return data
+        return {cls.key: data}
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """How a client talks to its provider: timeouts, retries, rate limit and concurrency."""
+
+    total_timeout: float = 30.0
+    connect_timeout: float = 10.0
+    max_attempts: int = 3
+    backoff_base: float = 0.5
+    backoff_cap: float = 10.0
+    max_retry_after: float = 60.0
+    requests_per_second: float | None = 5.0
+    burst: int = 10
+    max_concurrency: int = 4
+
+    def __post_init__(self) -> None:
+        if self.total_timeout <= 0 or self.connect_timeout <= 0:
+            raise ValueError("timeouts must be greater than 0")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.backoff_base < 0 or self.backoff_cap < 0 or self.max_retry_after < 0:
+            raise ValueError("backoff_base, backoff_cap and max_retry_after must not be negative")
+        if self.requests_per_second is not None and self.requests_per_second <= 0:
+            raise ValueError("requests_per_second must be greater than 0, or None for no limit")
+        if self.burst < 1 or self.max_concurrency < 1:
+            raise ValueError("burst and max_concurrency must be at least 1")
+
+    def timeout(self) -> aiohttp.ClientTimeout:
+        """Return the per-call timeout (never aiohttp's 5-minute default)."""
+        return aiohttp.ClientTimeout(total=self.total_timeout, connect=self.connect_timeout)
+
+
+class TokenBucket:
+    """A client-side rate limit: `rate` requests per second on average, `burst` at once."""
+
+    def __init__(self, rate: float | None, burst: int, clock: Clock) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._clock = clock
+        self._tokens = float(burst)
+        self._updated = clock.monotonic()
+        # One waiter at a time keeps the order fair and the arithmetic simple.
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        """Wait, on the injected clock, until a request may be sent."""
+        if self._rate is None:
+            return
+        async with self._lock:
+            self._refill()
+            if self._tokens < 1.0:
+                await self._clock.sleep((1.0 - self._tokens) / self._rate)
+                self._refill()
+            self._tokens = max(0.0, self._tokens - 1.0)
+
+    def _refill(self) -> None:
+        assert self._rate is not None
+        now = self._clock.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+
+
+class Authenticator(Protocol):
+    """Supplies credentials for requests and renews them when the provider says 401."""
+
+    async def headers(self) -> dict[str, str]:
+        """Return the headers that authenticate a request."""
+        ...
+
+    async def renew(self, rejected: Mapping[str, str]) -> bool:
+        """Get fresh credentials after `rejected` got a 401; return whether to retry."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyAuth:
+    """A long-lived key sent in a header (Seeweb's `X-APITOKEN`)."""
+
+    header: str
+    key: Secret
+
+    async def headers(self) -> dict[str, str]:
+        """Return the key header."""
+        return {self.header: self.key.reveal()}
+
+    async def renew(self, rejected: Mapping[str, str]) -> bool:
+        """Refuse: a rejected long-lived key stays rejected."""
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class BasicAuth:
+    """HTTP Basic credentials (Glesys: project and API key)."""
+
+    username: str
+    password: Secret
+
+    async def headers(self) -> dict[str, str]:
+        """Return the Basic authorization header."""
+        pair = f"{self.username}:{self.password.reveal()}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
+
+    async def renew(self, rejected: Mapping[str, str]) -> bool:
+        """Refuse: fixed credentials cannot be renewed."""
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A bearer token from a login and how many seconds it lives."""
+
+    token: Secret
+    lifetime: float
+
+
+class JwtAuth:
+    """A bearer token from a login call, renewed before it expires and once after a 401."""
+
+    def __init__(
+        self,
+        login: Callable[[], Awaitable[IssuedToken]],
+        clock: Clock,
+        *,
+        refresh_fraction: float = 0.9,
+        min_lifetime: float = 30.0,
+    ) -> None:
+        if not 0 < refresh_fraction <= 1:
+            raise ValueError("refresh_fraction must be in (0, 1]")
+        self._login = login
+        self._clock = clock
+        self._refresh_fraction = refresh_fraction
+        # A token whose expiry lies in our past (clock skew) still gets a short life, so that a
+        # skewed clock cannot turn every request into a login.
+        self._min_lifetime = min_lifetime
+        self._token: Secret | None = None
+        self._refresh_at = 0.0
+        # Concurrent callers share one login instead of racing to start their own.
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return "JwtAuth()"
+
+    async def headers(self) -> dict[str, str]:
+        """Return the bearer header, logging in first when the token is missing or ageing."""
+        if self._stale():
+            async with self._lock:
+                if self._stale():
+                    await self._log_in()
+        return self._bearer()
+
+    async def renew(self, rejected: Mapping[str, str]) -> bool:
+        """Log in again, unless another caller already replaced the rejected token."""
+        async with self._lock:
+            if self._token is None or rejected.get("Authorization") == self._bearer().get(
+                "Authorization"
+            ):
+                await self._log_in()
+        return True
+
+    def _stale(self) -> bool:
+        return self._token is None or self._clock.monotonic() >= self._refresh_at
+
+    def _bearer(self) -> dict[str, str]:
+        assert self._token is not None
+        return {"Authorization": f"Bearer {self._token.reveal()}"}
+
+    async def _log_in(self) -> None:
+        started = self._clock.monotonic()
+        issued = await self._login()
+        lifetime = max(issued.lifetime, self._min_lifetime)
+        self._token = issued.token
+        self._refresh_at = started + lifetime * self._refresh_fraction
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A provider's answer to one call: the status and the raw body."""
+
+    method: str
+    endpoint: str
+    path: str
+    status: int
+    body: bytes
+    content_type: str
+    retry_after: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    method: str
+    endpoint: str
+    path: str
+
+
+def parse_retry_after(value: str | None, clock: Clock) -> float | None:
+    """Return the seconds a Retry-After header asks for (delta-seconds or an HTTP date)."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = (when - clock.now()).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+def _provider_message(body: bytes) -> str:
+    """Return the short reason a provider gave in an error body, if any."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    if isinstance(data, dict) and isinstance(data.get("response"), dict):
+        # Glesys: {"response": {"status": {"code": 400, "text": "..."}}}
+        status = data["response"].get("status")
+        data = {"message": status.get("text")} if isinstance(status, dict) else {}
+    if isinstance(data, dict):
+        for key in ("message", "error", "detail", "msg"):
+            value = data.get(key)
+            if isinstance(value, str) and value.strip():
+                text = " ".join(value.split())
+                return text if len(text) <= 200 else text[:200] + "..."
+    return ""
+
+
+class HttpProvider:
+    """One provider API over a shared session: auth, timeouts, retries, limits and parsing."""
+
+    name: ClassVar[str] = "http"
+    api_prefix: ClassVar[str] = ""
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        clock: Clock,
+        auth: Authenticator | None = None,
+        settings: ClientSettings | None = None,
+        rng: random.Random | None = None,
+        logger: RequestLog | None = None,
+        observer: RequestObserver | None = None,
+    ) -> None:
+        root = base_url.rstrip("/")
+        if self.api_prefix and root.endswith(self.api_prefix):
+            root = root[: -len(self.api_prefix)]
+        self._root = root
+        self._session = session
+        self._clock = clock
+        self._auth = auth
+        self._settings = settings or ClientSettings()
+        self._timeout = self._settings.timeout()
+        self._rng = rng or random.Random()
+        self._log = logger
+        self._observer = observer
+        self._bucket = TokenBucket(self._settings.requests_per_second, self._settings.burst, clock)
+        self._slots = asyncio.Semaphore(self._settings.max_concurrency)
+
+    def __repr__(self) -> str:
+        shown = URL(self._root).with_user(None).with_password(None)
+        return f"{type(self).__name__}(base_url={str(shown)!r}, auth={type(self._auth).__name__})"
+
+    @property
+    def settings(self) -> ClientSettings:
+        """Return the settings this client was built with."""
+        return self._settings
+
+    # --- hooks -----------------------------------------------------------------------------------
+
+    async def _auth_headers(self) -> dict[str, str]:
+        """Return the headers that authenticate a request."""
+        return await self._auth.headers() if self._auth is not None else {}
+
+    async def _renew_auth(self, rejected: Mapping[str, str]) -> bool:
+        """Renew credentials after a 401; return whether the call should be sent again."""
+        return await self._auth.renew(rejected) if self._auth is not None else False
+
+    # --- calls -----------------------------------------------------------------------------------
+
+    async def fetch(
+        self,
+        kind: type[RecordT],
+        method: str,
+        endpoint: str,
+        *,
+        path: Mapping[str, str | int] | None = None,
+        params: Mapping[str, str | int | None] | None = None,
+        body: Mapping[str, object] | None = None,
+        retry_safe: bool | None = None,
+        authenticate: bool = True,
+        show_input: bool = True,
+    ) -> RecordT:
+        """Call an endpoint and parse its JSON answer as `kind`."""
+        reply = await self.request(
+            method,
+            endpoint,
+            path=path,
+            params=params,
+            body=body,
+            retry_safe=retry_safe,
+            authenticate=authenticate,
+        )
+        return self.parse(kind, self.decode_json(reply), reply, show_input=show_input)
+
+    async def request(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        path: Mapping[str, str | int] | None = None,
+        params: Mapping[str, str | int | None] | None = None,
+        body: Mapping[str, object] | None = None,
+        accept: str = "application/json",
+        retry_safe: bool | None = None,
+        authenticate: bool = True,
+    ) -> Reply:
+        """Send one logical call with auth, limits and retries; return the 2xx reply or raise."""
+        # `endpoint` is the low-cardinality template (`/servers/{name}`) that logs and metrics
+        # see; `path` fills it in. `retry_safe` overrides the method's default, for reads sent
+        # as POST (login, available regions).
+        method = method.upper()
+        concrete = self.api_prefix + endpoint.format_map(
+            {key: quote(str(value), safe="") for key, value in (path or {}).items()}
+        )
+        call = _Call(method, endpoint, concrete)
+        safe = method in _RETRY_SAFE_METHODS if retry_safe is None else retry_safe
+        query = {k: str(v) for k, v in (params or {}).items() if v is not None}
+        attempt = 0
+        renewed = False
+        while True:
+            attempt += 1
+            headers = {"Accept": accept}
+            credentials = await self._auth_headers() if authenticate else {}
+            headers.update(credentials)
+            retry_after: float | None = None
+            try:
+                reply = await self._attempt(call, headers, query, body)
+            except TimeoutError:
+                error: ProviderError = ProviderTimeout(
+                    self.name,
+                    method,
+                    concrete,
+                    f"no answer within {self._settings.total_timeout:g} s",
+                )
+                retryable = safe
+            except aiohttp.ClientError as exc:
+                error = ProviderUnreachable(
+                    self.name,
+                    method,
+                    concrete,
+                    f"connection failed ({_describe_client_error(exc)})",
+                )
+                retryable = safe
+            else:
+                if 200 <= reply.status < 300:
+                    return reply
+                if reply.status == 401 and authenticate and not renewed:
+                    renewed = True
+                    if await self._renew_auth(credentials):
+                        attempt -= 1  # the one re-login retry does not use the backoff budget
+                        continue
+                error, retryable, retry_after = self._classify(call, reply, safe)
+            if retry_after is not None and retry_after > self._settings.max_retry_after:
+                raise error from None
+            if not retryable or attempt >= self._settings.max_attempts:
+                raise error from None
+            delay = retry_after if retry_after is not None else self._backoff(attempt)
+            if self._log is not None:
+                self._log.info(
+                    "provider_retry",
+                    provider=self.name,
+                    method=method,
+                    endpoint=endpoint,
+                    reason=error.detail,
+                    attempt=attempt,
+                    delay_s=round(delay, 3),
+                )
+            await self._clock.sleep(delay)
+
+    async def _attempt(
+        self,
+        call: _Call,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        body: Mapping[str, object] | None,
+    ) -> Reply:
+        await self._bucket.acquire()
+        async with self._slots:
+            started = self._clock.monotonic()
+            outcome: str | None = "error"
+            try:
+                async with self._session.request(
+                    call.method,
+                    self._root + call.path,
+                    headers=headers,
+                    params=query or None,
+                    json=body,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                ) as response:
+                    data = await response.read()
+                    outcome = str(response.status)
+                    return Reply(
+                        method=call.method,
+                        endpoint=call.endpoint,
+                        path=call.path,
+                        status=response.status,
+                        body=data,
+                        content_type=response.content_type,
+                        retry_after=response.headers.get("Retry-After"),
+                    )
+            except TimeoutError:
+                outcome = "timeout"
+                raise
+            except asyncio.CancelledError:
+                outcome = None
+                raise
+            finally:
+                if outcome is not None:
+                    self._observe(call, outcome, self._clock.monotonic() - started)
+
+    def _observe(self, call: _Call, outcome: str, seconds: float) -> None:
+        if self._log is not None:
+            self._log.debug(
+                "provider_request",
+                provider=self.name,
+                method=call.method,
+                endpoint=call.endpoint,
+                status=outcome,
+                duration_s=round(seconds, 6),
+            )
+        if self._observer is not None:
+            self._observer(self.name, call.endpoint, outcome, seconds)
+
+    def _classify(
+        self, call: _Call, reply: Reply, retry_safe: bool
+    ) -> tuple[ProviderError, bool, float | None]:
+        """Return the error a non-2xx reply means, whether to retry, and any Retry-After."""
+        status = reply.status
+        reason = _provider_message(reply.body)
+        detail = f"HTTP {status}" + (f": {reason}" if reason else "")
+        where = (self.name, call.method, call.path)
+        if status in (401, 403):
+            return AuthError(*where, f"credentials refused ({detail})"), False, None
+        if status == 404:
+            return NotFoundError(*where, f"not found ({detail})"), False, None
+        if status == 409:
+            return ConflictError(*where, f"conflict ({detail})", status=status), False, None
+        retry_after = None
+        if status == 429 or status >= 500:
+            retry_after = parse_retry_after(reply.retry_after, self._clock)
+        if status == 429:
+            error: ProviderError = RateLimitedError(
+                *where, f"rate limited ({detail})", retry_after=retry_after
+            )
+            return error, True, retry_after
+        if status >= 500:
+            error = ServerError(
+                *where, f"server error ({detail})", status=status, retry_after=retry_after
+            )
+            return error, retry_safe or status in _NOTHING_HAPPENED_STATUSES, retry_after
+        if 400 <= status < 500:
+            return RequestRejected(*where, f"rejected ({detail})", status=status), False, None
+        return BadResponseError(*where, f"unexpected status {status}"), False, None
+
+    def _backoff(self, attempt: int) -> float:
+        """Return a capped exponential delay with equal jitter for the given attempt."""
+        ceiling = min(
+            self._settings.backoff_cap, self._settings.backoff_base * 2.0 ** (attempt - 1)
+        )
+        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+
+    # --- decoding --------------------------------------------------------------------------------
+
+    def decode_json(self, reply: Reply) -> Any:
+        """Return the reply's JSON, or raise BadResponseError naming the endpoint."""
+        try:
+            return json.loads(reply.body)
+        except UnicodeDecodeError:
+            detail = "body is not UTF-8"
+        except json.JSONDecodeError as exc:
+            detail = f"invalid JSON at byte {exc.pos} of {len(reply.body)}: {exc.msg}"
+        raise BadResponseError(self.name, reply.method, reply.path, detail) from None
+
+    def decode_text(self, reply: Reply) -> str:
+        """Return the reply's body as text, or raise BadResponseError naming the endpoint."""
+        try:
+            return reply.body.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise BadResponseError(
+                self.name, reply.method, reply.path, "body is not UTF-8"
+            ) from None
+
+    def parse(
+        self, kind: type[RecordT], data: Any, reply: Reply, *, show_input: bool = True
+    ) -> RecordT:
+        """Validate `data` as `kind`, or raise BadResponseError naming the endpoint and field."""
+        try:
+            return parse_record(kind, data, show_input=show_input)
+        except RecordError as exc:
+            raise BadResponseError(self.name, reply.method, reply.path, str(exc)) from None
+
+
+def _describe_client_error(exc: aiohttp.ClientError) -> str:
+    """Name a transport error without echoing URLs or headers that could carry credentials."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"{type(exc).__name__}: {exc.os_error.strerror or exc.os_error}"
+    return type(exc).__name__

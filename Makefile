@@ -27,8 +27,8 @@ test: lint typecheck
 	$(BIN)/pytest
 
 bench: $(BIN)/cloudpilot
-	$(BIN)/python bench/simulator.py
-	$(BIN)/python bench/client_sweep.py
+	$(BIN)/python -m bench.simulator
+	$(BIN)/python -m bench.client_sweep
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

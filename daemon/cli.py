@@ -36,8 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--config-out", type=Path, help="write a cloudpilot.toml pointing here")
     sim.add_argument("--list-scenarios", action="store_true", help="list shipped scenarios")
 
-    demo = commands.add_parser("demo", help="a narrated run against the embedded simulator")
-    demo.add_argument("--speed", type=float, default=600.0, help="simulated seconds per second")
+    commands.add_parser("demo", help="a narrated tour of the embedded simulator")
     return parser
 
 
@@ -49,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from daemon.demo import run_demo
 
-        return asyncio.run(run_demo(speed=args.speed))
+        return asyncio.run(run_demo())
     return EXIT_USAGE
 
 

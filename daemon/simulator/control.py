@@ -169,7 +169,10 @@ async def clear_faults(request: web.Request) -> web.Response:
 async def load_scenario(request: web.Request) -> web.Response:
     """Replace the world with the scenario in the body (YAML or JSON)."""
     sim = request.app[SIM]
-    text = await request.text()
+    try:
+        text = (await request.read()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise SimError(400, "POST /_sim/scenario: the body is not UTF-8 text") from None
     try:
         scenario = parse_scenario(text, "POST /_sim/scenario")
         sim.load(scenario)

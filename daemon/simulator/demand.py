@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import csv
 import math
 from datetime import datetime
@@ -106,3 +107,26 @@ class Trace(_Model):
 
 
 Demand = Annotated[Constant | Step | Sine | Spikes | Trace, Field(discriminator="kind")]
+
+
+class DemandHistory:
+    """The demand models a server has had, each from the time it was set, so past samples stay."""
+
+    def __init__(self, initial: Demand) -> None:
+        self._since: list[datetime] = []
+        self._models: list[Demand] = [initial]
+
+    @property
+    def current(self) -> Demand:
+        """Return the model in effect now."""
+        return self._models[-1]
+
+    def set(self, since: datetime, model: Demand) -> None:
+        """Use `model` from `since` on (times only move forward)."""
+        self._since.append(since)
+        self._models.append(model)
+
+    def at(self, t: datetime, origin: datetime, *, before: bool = False) -> float:
+        """Return the demand in cores at time t; `before` ignores a change made at t itself."""
+        find = bisect.bisect_left if before else bisect.bisect_right
+        return self._models[find(self._since, t)].at(t, origin)

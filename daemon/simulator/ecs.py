@@ -451,7 +451,7 @@ async def server_metrics(request: web.Request) -> web.Response:
     server = world.server(request.match_info["name"])
     plan = world.plan(server.plan)
     times = [] if server.api_version == "v1" or plan.gpu else world.sample_times(METRIC_SAMPLES)
-    cpu = [world.cpu_percent(server, t) for t in times]
+    cpu = [world.cpu_percent(server, t, sample=True) for t in times]
     # Disk and network follow the CPU, with a steady wobble so the series are not flat.
     wobble = [1 + 0.3 * math.sin(i) for i in range(len(times))]
     return web.json_response(

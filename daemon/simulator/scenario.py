@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from daemon.simulator.clock import SimClock
 from daemon.simulator.demand import Constant, Demand, Trace
@@ -167,6 +167,11 @@ class TimelineEntry(_Model):
     pod_end: PodEnd | None = None
     fault: FaultRequest | None = None
 
+    @model_validator(mode="after")
+    def _one_thing(self) -> TimelineEntry:
+        self.what()
+        return self
+
     def what(self) -> tuple[str, Any]:
         """Return the one thing this entry does, by field name."""
         fields = ("action", "log", "demand", "pod_start", "pod_end", "fault")
@@ -206,13 +211,6 @@ class Scenario(_Model):
     history: list[ActionSpec] = Field(default_factory=list)
     logs: list[LogSpec] = Field(default_factory=list)
     timeline: list[TimelineEntry] = Field(default_factory=list)
-
-    @field_validator("timeline")
-    @classmethod
-    def _one_thing_each(cls, entries: list[TimelineEntry]) -> list[TimelineEntry]:
-        for entry in entries:
-            entry.what()
-        return entries
 
 
 # -- loading ---------------------------------------------------------------------------------------
@@ -301,7 +299,13 @@ def load_scenario_file(path: Path) -> Scenario:
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
     scenario = parse_scenario(text, str(path))
-    return _resolve_traces(scenario, path.parent)
+    try:
+        return _resolve_traces(scenario, path.parent)
+    except OSError as exc:
+        reason = f"cannot read {exc.filename}: {exc.strerror}"
+        raise ScenarioError(f"{path}: demand trace: {reason}") from None
+    except ValueError as exc:
+        raise ScenarioError(f"{path}: demand trace: {exc}") from None
 
 
 def shipped_scenarios() -> list[str]:

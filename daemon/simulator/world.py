@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from daemon.simulator.clock import SimClock
-from daemon.simulator.demand import Constant, Demand
+from daemon.simulator.demand import Constant, Demand, DemandHistory
 
 FAILED_STATUSES = ("failed", "error")
 
@@ -76,7 +76,7 @@ class Server:
     group: str | None
     os: str
     created: datetime
-    demand: Demand
+    demand: DemandHistory
     user: str
     api_version: str = "v4"
     running: bool = True
@@ -252,7 +252,7 @@ class GlesysServer:
     memorysize: int
     disksize: int
     created: datetime
-    demand: Demand
+    demand: DemandHistory
     datacenter: str = "Falkenberg"
     platform: str = "KVM"
     templatename: str = "Debian 12 64-bit"
@@ -422,7 +422,7 @@ class World:
             group=group,
             os=os,
             created=created,
-            demand=demand or Constant(cores=0.2),
+            demand=DemandHistory(demand or Constant(cores=0.2)),
             user=self.username,
             api_version=api_version,
             running=False,
@@ -825,6 +825,7 @@ class World:
 
     def add_glesys_server(self, **fields: Any) -> GlesysServer:
         """Put a Glesys server into the world (scenario set-up)."""
+        fields["demand"] = DemandHistory(fields["demand"])
         server = GlesysServer(**fields)
         server.cores_history.append((server.created, server.cpucores))
         self.glesys[server.serverid] = server
@@ -858,14 +859,18 @@ class World:
             target = next((g for g in self.glesys.values() if g.hostname == name), None)
         if target is None:
             raise SimError(404, f"server {name!r} not found")
-        target.demand = demand
+        target.demand.set(self.now, demand)
 
-    def cpu_percent(self, server: Server, t: datetime) -> float:
-        """Return a Seeweb server's CPU % at time t: demand over cores, capped at 100."""
+    def cpu_percent(self, server: Server, t: datetime, *, sample: bool = False) -> float:
+        """Return a Seeweb server's CPU % at time t: demand over cores, capped at 100.
+
+        A metrics `sample` at t covers the interval that ends at t, so a demand change made at t
+        itself shows from the next sample on and never rewrites one already served.
+        """
         if not server.running_at(t):
             return 0.0
         cores = self.plan(server.plan).cpu
-        return min(100.0, 100.0 * server.demand.at(t, self.origin) / cores)
+        return min(100.0, 100.0 * server.demand.at(t, self.origin, before=sample) / cores)
 
     def glesys_cpu(self, server: GlesysServer, t: datetime) -> tuple[float, int]:
         """Return a Glesys server's cores in use and its cores at time t."""
@@ -942,6 +947,8 @@ def month_bounds(year: int, month: int) -> tuple[datetime, datetime]:
     """Return the first instant of a calendar month and of the next, in UTC."""
     if not 1 <= month <= 12:
         raise SimError(400, f"month must be 1-12, not {month}")
+    if not 1 <= year <= 9998:
+        raise SimError(400, f"year must be 1-9998, not {year}")
     lo = datetime(year, month, 1, tzinfo=UTC)
     hi = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
     return lo, hi

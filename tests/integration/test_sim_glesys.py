@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import BaseTestServer, TestServer
+from conftest import key_mismatches
 
 from daemon.simulator.app import Simulation, create_app
 from daemon.simulator.demand import Constant
@@ -92,19 +93,6 @@ async def api() -> AsyncIterator[Api]:
     sim = Simulation(parse_scenario(SCENARIO), speed=0)
     async with TestServer(create_app(sim)) as server, aiohttp.ClientSession() as session:
         yield Api(sim, server, session)
-
-
-def key_paths(doc: Any, prefix: str = "") -> set[str]:
-    """Return every key path in a JSON document; a list stands for its first item."""
-    paths: set[str] = set()
-    if isinstance(doc, dict):
-        for key, value in doc.items():
-            path = f"{prefix}.{key}" if prefix else key
-            paths.add(path)
-            paths |= key_paths(value, path)
-    elif isinstance(doc, list) and doc:
-        paths |= key_paths(doc[0], f"{prefix}[]")
-    return paths
 
 
 # -- auth and spellings ----------------------------------------------------------------------------
@@ -325,7 +313,7 @@ async def test_live_responses_have_the_documented_key_structure(api: Api, golden
     status, live = await api.call(function, **kwargs)
 
     assert status == 200, live
-    assert key_paths(live) == key_paths(expected)
+    assert key_mismatches(expected, live) == []
 
 
 def test_every_golden_file_has_a_request() -> None:

@@ -1,0 +1,143 @@
+"""Shared fixtures: an in-process simulator on a real socket, with frozen simulated time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from daemon.simulator.app import Simulation, create_app
+from daemon.simulator.scenario import Scenario, load_scenario_file, parse_scenario
+
+START = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
+TOKEN = "simulator-token"
+
+
+@dataclass
+class SimHandle:
+    """A running simulator and a session that speaks to it."""
+
+    sim: Simulation
+    url: str
+    session: aiohttp.ClientSession
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        data: Any = None,
+        auth: bool = True,
+    ) -> tuple[int, Any]:
+        """Send a request and return the status and the decoded JSON body (or text)."""
+        all_headers = {"X-APITOKEN": TOKEN} if auth and path.startswith("/ecs/") else {}
+        all_headers.update(headers or {})
+        async with self.session.request(
+            method, self.url + path, json=json, data=data, headers=all_headers
+        ) as response:
+            text = await response.text()
+            try:
+                return response.status, await response.json(content_type=None)
+            except ValueError:
+                return response.status, text
+
+    async def advance(self, seconds: float) -> None:
+        """Move simulated time forward through the control surface."""
+        status, _ = await self.call("POST", "/_sim/advance", json={"seconds": seconds})
+        assert status == 200
+
+    async def requests(self) -> list[dict[str, Any]]:
+        """Return the simulator's request log."""
+        _, log = await self.call("GET", "/_sim/requests")
+        assert isinstance(log, list)
+        return log
+
+
+SimFactory = Callable[..., Awaitable[SimHandle]]
+
+
+def scenario_from(source: str | Scenario) -> Scenario:
+    """Return a scenario from YAML text, a shipped scenario's name, or a Scenario."""
+    if isinstance(source, Scenario):
+        return source
+    if "\n" in source or ":" in source:
+        return parse_scenario(source, "<test>")
+    return load_scenario_file(Path(source))
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[SimFactory]:
+    """Start simulators on demand: `await simulator("default")` or with scenario YAML."""
+    servers: list[TestServer] = []
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def start(
+        source: str | Scenario = "default", *, start: datetime | None = START, **options: Any
+    ) -> SimHandle:
+        scenario = scenario_from(source)
+        if start is not None and scenario.start is None:
+            scenario = scenario.model_copy(update={"start": start})
+        sim = Simulation(scenario, speed=0, **options)
+        server = TestServer(create_app(sim), host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        session = aiohttp.ClientSession()
+        sessions.append(session)
+        return SimHandle(sim, str(server.make_url("")).rstrip("/"), session)
+
+    yield start
+    for session in sessions:
+        await session.close()
+    for server in servers:
+        await server.close()
+
+
+def key_mismatches(
+    golden: Any, actual: Any, path: str = "$", *, may_be_empty: frozenset[str] = frozenset()
+) -> list[str]:
+    """Return where `actual` has another key structure than `golden`, one line per difference.
+
+    Objects must have the same key set; every item of a list is compared with the golden's first
+    item; scalars of any type (including null) match each other. An empty list cannot be checked,
+    so it is a mismatch unless its path is in `may_be_empty`.
+    """
+    if isinstance(golden, dict):
+        if not isinstance(actual, dict):
+            return [f"{path}: expected an object, got {type(actual).__name__}"]
+        problems = []
+        missing = sorted(golden.keys() - actual.keys())
+        extra = sorted(actual.keys() - golden.keys())
+        if missing:
+            problems.append(f"{path}: missing keys {missing}")
+        if extra:
+            problems.append(f"{path}: unexpected keys {extra}")
+        for key in sorted(golden.keys() & actual.keys()):
+            problems += key_mismatches(
+                golden[key], actual[key], f"{path}.{key}", may_be_empty=may_be_empty
+            )
+        return problems
+    if isinstance(golden, list):
+        if not isinstance(actual, list):
+            return [f"{path}: expected a list, got {type(actual).__name__}"]
+        if not golden:
+            return []
+        if not actual and path not in may_be_empty:
+            return [f"{path}: empty, so its items cannot be checked"]
+        problems = []
+        for index, item in enumerate(actual):
+            problems += [
+                p.replace(f"{path}[]", f"{path}[{index}]", 1)
+                for p in key_mismatches(golden[0], item, f"{path}[]", may_be_empty=may_be_empty)
+            ]
+        return problems
+    if isinstance(actual, dict | list):
+        return [f"{path}: expected a scalar, got {type(actual).__name__}"]
+    return []

@@ -14,6 +14,7 @@ from daemon.providers.errors import (
     RequestRejected,
     ServerError,
 )
+from daemon.providers.glesys import GlesysClient
 from daemon.providers.k8sgpu import K8sGpuClient
 from daemon.providers.seeweb import SeewebClient
 
@@ -22,6 +23,7 @@ __all__ = [
     "BadResponseError",
     "ClientSettings",
     "ConflictError",
+    "GlesysClient",
     "HttpProvider",
     "K8sGpuClient",
     "NotFoundError",

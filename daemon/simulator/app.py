@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import json
+import random
 import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -108,7 +109,8 @@ class Simulation:
         self.requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_LIMIT)
         self.scenario = scenario
         self.world: World = self._build(scenario)
-        self.faults = FaultBoard(self.world.rng)
+        # Its own generator: whether a fault hits must not change the seeded world's choices.
+        self.faults = FaultBoard(random.Random(scenario.seed))
 
     def _build(self, scenario: Scenario) -> World:
         return build_world(
@@ -127,6 +129,7 @@ class Simulation:
         old_now = self.world.clock.now()
         world = self._build(scenario)
         self.faults.clear()
+        self.faults = FaultBoard(random.Random(scenario.seed))
         self.tokens.rebase(old_now, world.clock.now())
         self.scenario, self.world = scenario, world
 

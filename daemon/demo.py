@@ -21,10 +21,10 @@ from daemon.providers.k8sgpu import K8sGpuClient
 from daemon.providers.pagination import new_actions
 from daemon.providers.seeweb import SeewebClient
 from daemon.simulator.app import Simulation
-from daemon.simulator.control import world_json
 from daemon.simulator.demand import Constant
 from daemon.simulator.scenario import load_scenario_file
 from daemon.simulator.serve import Listen, start
+from daemon.simulator.world import month_bounds
 
 
 class Narrator:
@@ -173,6 +173,6 @@ async def _money(say: Narrator, seeweb: SeewebClient, sim: Simulation) -> None:
     say.section("The bill lags real use (GET /billing/servers/{y}/{m})")
     now = sim.world.now
     billed = (await seeweb.billing_servers(now.year, now.month)).total_cost
-    truth = world_json(sim.world)["money"]["month_to_date"]["servers"]
+    truth = sim.world.spent(month_bounds(now.year, now.month)[0], now)["servers"]
     say.say(f"servers this month, as billed so far: {billed:.2f} EUR")
     say.say(f"true spend, which the daemon must estimate: {truth:.2f} EUR")

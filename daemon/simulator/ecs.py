@@ -454,27 +454,17 @@ async def server_metrics(request: web.Request) -> web.Response:
     cpu = [world.cpu_percent(server, t, sample=True) for t in times]
     # Disk and network follow the CPU, with a steady wobble so the series are not flat.
     wobble = [1 + 0.3 * math.sin(i) for i in range(len(times))]
+
+    def follow(factor: float) -> list[dict[str, str]]:
+        return _series(times, [c * factor * w for c, w in zip(cpu, wobble, strict=True)])
+
     return web.json_response(
         {
             "metrics": {
                 "resource": server.name,
                 "core": _series(times, cpu),
-                "disk": {
-                    "reads": _series(
-                        times, [c * 0.6 * w for c, w in zip(cpu, wobble, strict=True)]
-                    ),
-                    "writes": _series(
-                        times, [c * 0.2 * w for c, w in zip(cpu, wobble, strict=True)]
-                    ),
-                },
-                "network": {
-                    "received": _series(
-                        times, [c * 1.5 * w for c, w in zip(cpu, wobble, strict=True)]
-                    ),
-                    "transmitted": _series(
-                        times, [c * 0.9 * w for c, w in zip(cpu, wobble, strict=True)]
-                    ),
-                },
+                "disk": {"reads": follow(0.6), "writes": follow(0.2)},
+                "network": {"received": follow(1.5), "transmitted": follow(0.9)},
             }
         }
     )
@@ -685,7 +675,9 @@ def template_bills(
             continue
         rows.append(
             {
-                "cost": round(hours * t.size_kb / 1024**2 * world.pricing.template_gb_hour, 2),
+                "cost": round(
+                    world.storage_cost(t.size_kb, hours, world.pricing.template_gb_hour), 2
+                ),
                 "name": t.name,
                 "status": "Created" if t.deleted is None else "Deleted",
                 "creation_date": iso_micro(t.created),
@@ -722,7 +714,7 @@ def snapshot_bills(
                 "size_on_disk": s.size_kb,
                 "hours": hours,
                 "final_cost": round(
-                    hours * s.size_kb / 1024**2 * world.pricing.snapshot_gb_hour, 2
+                    world.storage_cost(s.size_kb, hours, world.pricing.snapshot_gb_hour), 2
                 ),
             }
         )

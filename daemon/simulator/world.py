@@ -16,12 +16,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from daemon.simulator.clock import SimClock
 from daemon.simulator.demand import Constant, Demand, DemandHistory
 
 FAILED_STATUSES = ("failed", "error")
+
+T = TypeVar("T")
 
 
 class SimError(Exception):
@@ -566,10 +568,7 @@ class World:
     ) -> tuple[list[Action], int]:
         """Return a newest-first page of actions and the total that matched."""
         pool = self.actions if resource is None else self.actions_by_resource.get(resource, [])
-        total = len(pool)
-        hi = total - start
-        lo = max(0, hi - length)
-        return (list(reversed(pool[lo:hi])) if hi > 0 else []), total
+        return newest_first(pool, start, length), len(pool)
 
     def insert_random_actions(self, count: int) -> list[Action]:
         """Add finished actions on random servers, a quarter of them failed."""
@@ -623,10 +622,7 @@ class World:
     ) -> tuple[list[LogEntry], int]:
         """Return a newest-first page of logs and the total that matched."""
         pool = self.logs if resource is None else [e for e in self.logs if e.target == resource]
-        total = len(pool)
-        hi = total - start
-        lo = max(0, hi - length)
-        return (list(reversed(pool[lo:hi])) if hi > 0 else []), total
+        return newest_first(pool, start, length), len(pool)
 
     # -- ECS: snapshots and templates --------------------------------------------------------------
 
@@ -900,6 +896,10 @@ class World:
         offline_price = price * (1 - self.pricing.offline_discount / 100)
         return online, offline, online * price + offline * offline_price
 
+    def storage_cost(self, size_kb: int, hours: float, gb_hour: float) -> float:
+        """Return what storing `size_kb` for `hours` costs at `gb_hour` EUR per GB-hour."""
+        return hours * size_kb / 1024**2 * gb_hour
+
     def storage_hours(
         self, created: datetime, deleted: datetime | None, lo: datetime, hi: datetime
     ) -> float:
@@ -914,19 +914,21 @@ class World:
     def spent(self, lo: datetime, hi: datetime) -> dict[str, float]:
         """Return the true spend in EUR within [lo, hi), by kind, without billing lag."""
         servers = sum(self.server_cost(s, lo, hi)[2] for s in self.servers.values())
-        snapshots = (
-            sum(
-                self.storage_hours(s.created, s.deleted, lo, hi) * s.size_kb / 1024**2
-                for s in self.snapshots.values()
+        snapshots = sum(
+            self.storage_cost(
+                s.size_kb,
+                self.storage_hours(s.created, s.deleted, lo, hi),
+                self.pricing.snapshot_gb_hour,
             )
-            * self.pricing.snapshot_gb_hour
+            for s in self.snapshots.values()
         )
-        templates = (
-            sum(
-                self.storage_hours(t.created, t.deleted, lo, hi) * t.size_kb / 1024**2
-                for t in self.templates.values()
+        templates = sum(
+            self.storage_cost(
+                t.size_kb,
+                self.storage_hours(t.created, t.deleted, lo, hi),
+                self.pricing.template_gb_hour,
             )
-            * self.pricing.template_gb_hour
+            for t in self.templates.values()
         )
         gpu = sum(self.pod_cost(p, lo, hi)[1] for p in self.pods.values())
         return {
@@ -941,6 +943,12 @@ class World:
         """Return the instant bills are complete up to: now less the billing lag, to the hour."""
         cutoff = self.now - timedelta(seconds=self.pricing.billing_lag_s)
         return cutoff.replace(minute=0, second=0, microsecond=0)
+
+
+def newest_first(pool: list[T], start: int, length: int) -> list[T]:
+    """Return `length` items of an oldest-first list, newest first, skipping the `start` newest."""
+    hi = len(pool) - start
+    return list(reversed(pool[max(0, hi - length) : hi])) if hi > 0 else []
 
 
 def month_bounds(year: int, month: int) -> tuple[datetime, datetime]:

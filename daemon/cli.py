@@ -53,8 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _simulator(args: argparse.Namespace) -> int:
+    from daemon.durations import parse_duration
     from daemon.simulator.app import Credentials, Simulation
-    from daemon.simulator.durations import parse_duration
     from daemon.simulator.scenario import ScenarioError, load_scenario_file, shipped_scenarios
     from daemon.simulator.serve import Listen, serve_forever
 

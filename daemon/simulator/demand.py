@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from daemon.simulator.durations import Seconds
+from daemon.durations import Seconds
 
 
 class _Model(BaseModel):

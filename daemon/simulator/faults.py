@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from daemon.simulator.durations import Seconds
+from daemon.durations import Seconds
 
 
 class FaultRequest(BaseModel):

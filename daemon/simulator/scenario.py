@@ -16,9 +16,9 @@ from typing import Any, Literal, Protocol
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from daemon.durations import Seconds
 from daemon.simulator.clock import SimClock
 from daemon.simulator.demand import Constant, Demand, Trace
-from daemon.simulator.durations import Seconds
 from daemon.simulator.faults import FaultRequest
 from daemon.simulator.world import DEFAULT_PLANS, GPU_PRICES, Plan, Pricing, SimError, World
 

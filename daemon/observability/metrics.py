@@ -1,0 +1,155 @@
+"""Every Prometheus series the daemon exports, on one injected registry."""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from daemon import __version__
+
+_POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_ACTION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 1800.0)
+
+
+class Metrics:
+    """The daemon's metric families. Tests build one on a fresh `CollectorRegistry`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.build_info = Info(
+            "cloudpilot_build", "The running Cloudpilot version.", registry=registry
+        )
+        self.build_info.info({"version": __version__, "python": platform.python_version()})
+
+        # Sources.
+        self.poll_duration = Histogram(
+            "cloudpilot_poll_duration_seconds",
+            "Time one poll of a source took, successful or not.",
+            ["source"],
+            buckets=_POLL_BUCKETS,
+            registry=registry,
+        )
+        self.poll_errors = Counter(
+            "cloudpilot_poll_errors_total",
+            "Polls of a source that failed.",
+            ["source"],
+            registry=registry,
+        )
+        self.last_poll_success = Gauge(
+            "cloudpilot_last_successful_poll_timestamp_seconds",
+            "Unix time of a source's last successful poll.",
+            ["source"],
+            registry=registry,
+        )
+        self.source_up = Gauge(
+            "cloudpilot_source_up",
+            "1 while a source's last poll succeeded, 0 while it is failing.",
+            ["source"],
+            registry=registry,
+        )
+        self.api_requests = Counter(
+            "cloudpilot_api_requests_total",
+            "Provider API requests by endpoint template and HTTP status (or error kind).",
+            ["provider", "endpoint", "code"],
+            registry=registry,
+        )
+        self.api_request_duration = Histogram(
+            "cloudpilot_api_request_duration_seconds",
+            "Time provider API requests took, retries included.",
+            ["provider"],
+            buckets=_POLL_BUCKETS,
+            registry=registry,
+        )
+
+        # Events and rules.
+        self.events = Counter(
+            "cloudpilot_events_total",
+            "New events by type, after deduplication.",
+            ["type"],
+            registry=registry,
+        )
+        self.events_stale = Counter(
+            "cloudpilot_events_stale_total",
+            "Events too old to decide on (recorded as seen, no decision).",
+            ["type"],
+            registry=registry,
+        )
+        self.rule_matches = Counter(
+            "cloudpilot_rule_matches_total",
+            "Events that met a rule's conditions, before `for` and throttling.",
+            ["rule"],
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "cloudpilot_decisions_total",
+            "Decisions made, by rule and mode (enforce or dry_run).",
+            ["rule", "mode"],
+            registry=registry,
+        )
+        self.rule_errors = Counter(
+            "cloudpilot_rule_evaluation_errors_total",
+            "Conditions that could not be evaluated for an event (counted as not met).",
+            ["rule"],
+            registry=registry,
+        )
+        self.rules_loaded = Gauge(
+            "cloudpilot_rules_loaded", "Rules currently loaded and enabled.", registry=registry
+        )
+        self.rule_reloads = Counter(
+            "cloudpilot_rule_reloads_total",
+            "Rule reloads, by result (ok, or error when the last good rules were kept).",
+            ["result"],
+            registry=registry,
+        )
+
+        # Actions.
+        self.actions = Counter(
+            "cloudpilot_actions_total",
+            "Actions carried out, by type and outcome.",
+            ["action", "outcome"],
+            registry=registry,
+        )
+        self.action_duration = Histogram(
+            "cloudpilot_action_duration_seconds",
+            "Time actions took to run.",
+            ["action"],
+            buckets=_ACTION_BUCKETS,
+            registry=registry,
+        )
+        self.ledger_open = Gauge(
+            "cloudpilot_ledger_open_entries",
+            "Decisions recorded but not yet finished.",
+            registry=registry,
+        )
+
+        # Mission gauges: bounded by the servers watched, the clusters and the budget scopes.
+        self.server_cores = Gauge(
+            "cloudpilot_server_cores",
+            "Cores of a watched server.",
+            ["provider", "server"],
+            registry=registry,
+        )
+        self.server_cpu = Gauge(
+            "cloudpilot_server_cpu_ratio",
+            "CPU use of a watched server as a share of its cores (0 to 1), latest sample.",
+            ["provider", "server"],
+            registry=registry,
+        )
+        self.gpu_pods = Gauge(
+            "cloudpilot_k8sgpu_pods",
+            "Serverless GPU pods online, by cluster and runtime class.",
+            ["cluster", "runtime_class"],
+            registry=registry,
+        )
+        self.month_cost = Gauge(
+            "cloudpilot_month_to_date_cost_euros",
+            "Spend in the current calendar month, by budget scope.",
+            ["scope"],
+            registry=registry,
+        )
+
+    def observe_request(self, provider: str, endpoint: str, code: str, seconds: float) -> None:
+        """Count one provider API request (the providers' `observer` hook)."""
+        self.api_requests.labels(provider, endpoint, code).inc()
+        self.api_request_duration.labels(provider).observe(seconds)

@@ -1,0 +1,191 @@
+"""The durable state behind one protocol: what the daemon must remember across restarts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from daemon.models import Decision
+
+Cursor = Mapping[str, Any]
+"""A source's position, as a JSON object (e.g. `{"high_water": 709, "open": [712, 713]}`)."""
+
+
+class LedgerState(StrEnum):
+    """Where a decision stands: recorded, under way, or ended."""
+
+    INTENT = "intent"
+    STARTED = "started"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    DRY_RUN = "dry_run"
+
+    @property
+    def is_open(self) -> bool:
+        """Return whether the runner still owes this entry a result."""
+        return self in (LedgerState.INTENT, LedgerState.STARTED)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """A decision and what became of it. The decision's key is the idempotency key."""
+
+    decision: Decision
+    state: LedgerState
+    updated_at: datetime
+    attempts: int = 0
+    detail: str = ""
+
+    @property
+    def key(self) -> str:
+        """Return the idempotency key."""
+        return self.decision.key
+
+
+class MemoryKind(StrEnum):
+    """The kinds of per-rule timing memory the engine keeps."""
+
+    FOR = "for"  # when the condition began to hold, per group
+    THROTTLE = "throttle"  # when the rule last decided, per group
+    COOLDOWN = "cooldown"  # when a policy last acted, per group
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryEntry:
+    """One timestamp the engine remembers for a rule and a group (e.g. `ec200001|power_off`)."""
+
+    kind: MemoryKind
+    rule: str
+    group: str
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """The state of one alert, keyed by its stable dedup key."""
+
+    key: str
+    rule: str
+    status: str  # "firing" | "resolved"
+    started_at: datetime
+    updated_at: datetime
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetRecord:
+    """What a budget rule knows about one scope in one calendar month (`2026-11`)."""
+
+    rule: str
+    scope: str
+    month: str
+    updated_at: datetime
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Batch(Protocol):
+    """One poll batch, written as one transaction: all of it lands, or none of it."""
+
+    async def unseen(self, keys: Sequence[str]) -> set[str]:
+        """Return the keys among `keys` that were never marked seen."""
+        ...
+
+    async def mark_seen(self, keys: Sequence[str], now: datetime) -> None:
+        """Remember these event keys as seen at `now`."""
+        ...
+
+    async def set_cursor(self, source: str, cursor: Cursor) -> None:
+        """Save the source's new position."""
+        ...
+
+    async def record_decisions(self, decisions: Sequence[Decision]) -> list[Decision]:
+        """Add decisions to the ledger (dry-run ones as DRY_RUN, others as INTENT).
+
+        Return the decisions newly added; a key already in the ledger is left as it is.
+        """
+        ...
+
+    async def put_memory(self, entries: Sequence[MemoryEntry]) -> None:
+        """Insert or replace timing memory."""
+        ...
+
+    async def drop_memory(self, entries: Sequence[MemoryEntry]) -> None:
+        """Forget timing memory (matched on kind, rule and group)."""
+        ...
+
+
+class Store(Protocol):
+    """Cursors, seen keys, timing memory, the action ledger, alert and budget state."""
+
+    async def open(self) -> None:
+        """Connect, apply pending migrations and check durability settings."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection; pending batches must have finished."""
+        ...
+
+    def batch(self) -> AbstractAsyncContextManager[Batch]:
+        """Begin one transaction; commit on normal exit, roll back on an exception."""
+        ...
+
+    async def get_cursor(self, source: str) -> Cursor | None:
+        """Return the saved position of a source, or None before its first batch."""
+        ...
+
+    async def load_memory(self) -> list[MemoryEntry]:
+        """Return all timing memory."""
+        ...
+
+    async def get_entry(self, key: str) -> LedgerEntry | None:
+        """Return one ledger entry by idempotency key."""
+        ...
+
+    async def open_entries(self) -> list[LedgerEntry]:
+        """Return the entries in INTENT or STARTED state, oldest first."""
+        ...
+
+    async def ledger(self, *, rule: str | None = None, limit: int = 1000) -> list[LedgerEntry]:
+        """Return ledger entries, newest first, optionally for one rule."""
+        ...
+
+    async def mark_started(self, key: str, now: datetime) -> None:
+        """Move an entry to STARTED and count the attempt."""
+        ...
+
+    async def mark_finished(self, key: str, state: LedgerState, detail: str, now: datetime) -> None:
+        """Move an entry to DONE, FAILED or SKIPPED with a short detail."""
+        ...
+
+    async def prune_seen(self, older_than: datetime) -> int:
+        """Forget seen keys marked before `older_than`; return how many."""
+        ...
+
+    async def get_alert(self, key: str) -> AlertRecord | None:
+        """Return one alert's state."""
+        ...
+
+    async def put_alert(self, alert: AlertRecord) -> None:
+        """Insert or replace one alert's state."""
+        ...
+
+    async def firing_alerts(self) -> list[AlertRecord]:
+        """Return the alerts currently firing."""
+        ...
+
+    async def get_budget(self, rule: str, scope: str, month: str) -> BudgetRecord | None:
+        """Return a budget's state for one month."""
+        ...
+
+    async def put_budget(self, record: BudgetRecord) -> None:
+        """Insert or replace a budget's state for one month."""
+        ...
+
+    async def integrity_check(self) -> str:
+        """Return the database's own integrity verdict (`ok` when healthy)."""
+        ...

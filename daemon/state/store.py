@@ -9,7 +9,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+from daemon.errors import CloudpilotError
 from daemon.models import Decision
+
+
+class StateError(CloudpilotError):
+    """The durable state cannot be opened, read or written; the message names the database."""
+
 
 Cursor = Mapping[str, Any]
 """A source's position, as a JSON object (e.g. `{"high_water": 709, "open": [712, 713]}`)."""

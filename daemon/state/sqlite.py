@@ -1,0 +1,527 @@
+"""The default store: one SQLite file in WAL mode with `synchronous=FULL`, through aiosqlite."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import aiosqlite
+
+from daemon.clock import Clock, SystemClock
+from daemon.models import Decision, Mode
+from daemon.state.codec import (
+    decode_event,
+    decode_value,
+    encode_event,
+    encode_value,
+    parse_utc,
+    utc_text,
+)
+from daemon.state.migrations import migrate
+from daemon.state.store import (
+    AlertRecord,
+    Batch,
+    BudgetRecord,
+    Cursor,
+    LedgerEntry,
+    LedgerState,
+    MemoryEntry,
+    MemoryKind,
+    StateError,
+)
+
+IN_CHUNK = 500
+"""The most keys one `IN (...)` query carries; SQLite limits the bound parameters per query."""
+
+_FINISHED = (LedgerState.DONE, LedgerState.FAILED, LedgerState.SKIPPED)
+_OPEN = (LedgerState.INTENT.value, LedgerState.STARTED.value)
+_LEDGER_COLUMNS = (
+    "key, rule, action, mode, params, event, decided_at, state, attempts, detail, updated_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """The durability settings a connection actually runs with, as SQLite reports them."""
+
+    journal_mode: str  # "wal"
+    synchronous: int  # 2 = FULL
+
+
+class SqliteStore:
+    """Cursors, seen keys, timing memory, the ledger, alerts and budgets in one SQLite file.
+
+    One connection, and one asyncio lock that every method and every batch holds while it talks
+    to the database, so writers never interleave. Across processes, `BEGIN IMMEDIATE` and the
+    busy timeout keep a second writer waiting instead of failing.
+    """
+
+    # What `open` asks SQLite for; `open` then checks what it got against WAL and FULL.
+    _journal_mode_request: ClassVar[str] = "WAL"
+    _synchronous_request: ClassVar[str] = "FULL"
+
+    def __init__(
+        self, path: Path, *, clock: Clock | None = None, busy_timeout: float = 10.0
+    ) -> None:
+        self._path = Path(path)
+        self._clock = clock if clock is not None else SystemClock()
+        self._busy_timeout_ms = int(busy_timeout * 1000)
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._batch_task: asyncio.Task[Any] | None = None
+
+    @property
+    def path(self) -> Path:
+        """Return the database file's path."""
+        return self._path
+
+    async def open(self) -> None:
+        """Connect, check WAL and synchronous=FULL, and apply pending migrations."""
+        async with self._lock:
+            if self._db is None:
+                self._db = await self._connect()
+
+    async def close(self) -> None:
+        """Close the connection once the running batch, if any, has finished; idempotent."""
+        if self._db is None:
+            return
+        if self._batch_task is not None and self._batch_task is asyncio.current_task():
+            raise StateError(f"{self._path}: cannot close the store inside a batch")
+        async with self._lock:
+            db, self._db = self._db, None
+            if db is not None:
+                await db.close()
+
+    async def durability(self) -> Durability:
+        """Return the journal mode and synchronous level the connection runs with."""
+        async with self._exclusive("read durability settings") as db:
+            return Durability(
+                journal_mode=str(await _pragma(db, "journal_mode")).lower(),
+                synchronous=int(await _pragma(db, "synchronous")),
+            )
+
+    def batch(self) -> AbstractAsyncContextManager[Batch]:
+        """Begin one transaction; commit on normal exit, roll back on an exception."""
+        return self._batch()
+
+    async def get_cursor(self, source: str) -> Cursor | None:
+        """Return the saved position of a source, or None before its first batch."""
+        async with self._exclusive(f"read the cursor of {source!r}") as db:
+            row = await _one(db, "SELECT cursor FROM cursors WHERE source = ?", (source,))
+        return None if row is None else dict(decode_value(row[0]))
+
+    async def load_memory(self) -> list[MemoryEntry]:
+        """Return all timing memory."""
+        async with self._exclusive("read timing memory") as db:
+            rows = await _all(
+                db, "SELECT kind, rule, group_key, since FROM memory ORDER BY kind, rule, group_key"
+            )
+        return [
+            MemoryEntry(MemoryKind(kind), rule, group, parse_utc(since))
+            for kind, rule, group, since in rows
+        ]
+
+    async def get_entry(self, key: str) -> LedgerEntry | None:
+        """Return one ledger entry by idempotency key."""
+        async with self._exclusive(f"read ledger entry {key!r}") as db:
+            row = await _one(db, f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE key = ?", (key,))  # noqa: S608
+        return None if row is None else _ledger_entry(row)
+
+    async def open_entries(self) -> list[LedgerEntry]:
+        """Return the entries in INTENT or STARTED state, oldest first."""
+        async with self._exclusive("read open ledger entries") as db:
+            rows = await _all(
+                db,
+                f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE state IN (?, ?)"  # noqa: S608
+                " ORDER BY created_at, rowid",
+                _OPEN,
+            )
+        return [_ledger_entry(row) for row in rows]
+
+    async def ledger(self, *, rule: str | None = None, limit: int = 1000) -> list[LedgerEntry]:
+        """Return ledger entries, newest first, optionally for one rule."""
+        where, args = ("WHERE rule = ?", (rule, limit)) if rule is not None else ("", (limit,))
+        async with self._exclusive("read the ledger") as db:
+            rows = await _all(
+                db,
+                f"SELECT {_LEDGER_COLUMNS} FROM ledger {where}"  # noqa: S608
+                " ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                args,
+            )
+        return [_ledger_entry(row) for row in rows]
+
+    async def mark_started(self, key: str, now: datetime) -> None:
+        """Move an open entry to STARTED and count the attempt."""
+        async with self._exclusive(f"start ledger entry {key!r}") as db:
+            changed = await _change(
+                db,
+                "UPDATE ledger SET state = ?, attempts = attempts + 1, updated_at = ?"
+                " WHERE key = ? AND state IN (?, ?)",
+                (LedgerState.STARTED.value, utc_text(now, "now"), key, *_OPEN),
+            )
+            if not changed:
+                await _refuse_transition(db, key, LedgerState.STARTED)
+
+    async def mark_finished(self, key: str, state: LedgerState, detail: str, now: datetime) -> None:
+        """Move an open entry to DONE, FAILED or SKIPPED with a short detail."""
+        if state not in _FINISHED:
+            raise ValueError(
+                f"ledger entry {key!r}: {state!r} does not finish an entry"
+                " (use done, failed or skipped)"
+            )
+        async with self._exclusive(f"finish ledger entry {key!r}") as db:
+            changed = await _change(
+                db,
+                "UPDATE ledger SET state = ?, detail = ?, updated_at = ?"
+                " WHERE key = ? AND state IN (?, ?)",
+                (LedgerState(state).value, detail, utc_text(now, "now"), key, *_OPEN),
+            )
+            if not changed:
+                await _refuse_transition(db, key, LedgerState(state))
+
+    async def prune_seen(self, older_than: datetime) -> int:
+        """Forget seen keys marked before `older_than`; return how many."""
+        async with self._exclusive("prune seen keys") as db:
+            return await _change(
+                db, "DELETE FROM seen WHERE seen_at < ?", (utc_text(older_than, "older_than"),)
+            )
+
+    async def get_alert(self, key: str) -> AlertRecord | None:
+        """Return one alert's state."""
+        async with self._exclusive(f"read alert {key!r}") as db:
+            row = await _one(
+                db,
+                "SELECT key, rule, status, started_at, updated_at, data FROM alerts WHERE key = ?",
+                (key,),
+            )
+        return None if row is None else _alert(row)
+
+    async def put_alert(self, alert: AlertRecord) -> None:
+        """Insert or replace one alert's state."""
+        where = f"alert {alert.key!r}"
+        values = (
+            alert.key,
+            alert.rule,
+            alert.status,
+            utc_text(alert.started_at, f"{where} started_at"),
+            utc_text(alert.updated_at, f"{where} updated_at"),
+            encode_value(alert.data, f"{where} data"),
+        )
+        async with self._exclusive(f"write {where}") as db:
+            await db.execute(
+                "INSERT OR REPLACE INTO alerts (key, rule, status, started_at, updated_at, data)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                values,
+            )
+
+    async def firing_alerts(self) -> list[AlertRecord]:
+        """Return the alerts currently firing, oldest first."""
+        async with self._exclusive("read firing alerts") as db:
+            rows = await _all(
+                db,
+                "SELECT key, rule, status, started_at, updated_at, data FROM alerts"
+                " WHERE status = 'firing' ORDER BY started_at, key",
+            )
+        return [_alert(row) for row in rows]
+
+    async def get_budget(self, rule: str, scope: str, month: str) -> BudgetRecord | None:
+        """Return a budget's state for one month."""
+        async with self._exclusive(f"read budget {rule!r} {scope!r} {month}") as db:
+            row = await _one(
+                db,
+                "SELECT rule, scope, month, updated_at, data FROM budgets"
+                " WHERE rule = ? AND scope = ? AND month = ?",
+                (rule, scope, month),
+            )
+        if row is None:
+            return None
+        rule, scope, month, updated_at, data = row
+        return BudgetRecord(rule, scope, month, parse_utc(updated_at), decode_value(data))
+
+    async def put_budget(self, record: BudgetRecord) -> None:
+        """Insert or replace a budget's state for one month."""
+        where = f"budget {record.rule!r} {record.scope!r} {record.month}"
+        values = (
+            record.rule,
+            record.scope,
+            record.month,
+            utc_text(record.updated_at, f"{where} updated_at"),
+            encode_value(record.data, f"{where} data"),
+        )
+        async with self._exclusive(f"write {where}") as db:
+            await db.execute(
+                "INSERT OR REPLACE INTO budgets (rule, scope, month, updated_at, data)"
+                " VALUES (?, ?, ?, ?, ?)",
+                values,
+            )
+
+    async def integrity_check(self) -> str:
+        """Return the database's own integrity verdict (`ok` when healthy)."""
+        async with self._exclusive("check integrity") as db:
+            rows = await _all(db, "PRAGMA integrity_check")
+        return "\n".join(str(row[0]) for row in rows)
+
+    async def _connect(self) -> aiosqlite.Connection:
+        await asyncio.to_thread(self._create_file)
+        try:
+            db = await aiosqlite.connect(self._path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StateError(f"{self._path}: cannot open the state database: {exc}") from exc
+        try:
+            await self._configure(db)
+            await migrate(db, self._path)
+        except sqlite3.Error as exc:
+            await db.close()
+            raise StateError(f"{self._path}: cannot use the state database: {exc}") from exc
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
+    def _create_file(self) -> None:
+        try:
+            self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            if self._path.parent.is_dir():
+                return  # the database exists already, or another process created it just now
+            raise StateError(
+                f"{self._path}: cannot create the state database: {self._path.parent}"
+                " is not a folder"
+            ) from None
+        except OSError as exc:
+            raise StateError(f"{self._path}: cannot create the state database: {exc}") from exc
+        os.close(fd)
+
+    async def _configure(self, db: aiosqlite.Connection) -> None:
+        await db.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        await db.execute(f"PRAGMA journal_mode = {self._journal_mode_request}")
+        await db.execute(f"PRAGMA synchronous = {self._synchronous_request}")
+        # SQLite answers a pragma it cannot honour by keeping the old value, silently.
+        journal_mode = str(await _pragma(db, "journal_mode")).lower()
+        if journal_mode != "wal":
+            raise StateError(
+                f"{self._path}: journal_mode is {journal_mode!r}, not 'wal'; the store needs WAL"
+                " (a local filesystem that supports shared memory)"
+            )
+        synchronous = int(await _pragma(db, "synchronous"))
+        if synchronous != 2:
+            raise StateError(f"{self._path}: synchronous is {synchronous}, not 2 (FULL)")
+
+    @asynccontextmanager
+    async def _exclusive(self, what: str) -> AsyncIterator[aiosqlite.Connection]:
+        if self._batch_task is not None and self._batch_task is asyncio.current_task():
+            raise StateError(f"{self._path}: cannot {what} inside a batch; use the batch")
+        async with self._lock:
+            if self._db is None:
+                raise StateError(f"{self._path}: cannot {what}: the store is not open")
+            with _translated(self._path, what):
+                yield self._db
+
+    @asynccontextmanager
+    async def _batch(self) -> AsyncIterator[Batch]:
+        async with self._exclusive("run a batch") as db:
+            self._batch_task = asyncio.current_task()
+            batch = _SqliteBatch(db, self._path, self._clock)
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield batch
+                except BaseException:
+                    batch.active = False
+                    await _rollback(db)
+                    raise
+                batch.active = False
+                try:
+                    await db.execute("COMMIT")
+                except sqlite3.Error:
+                    await _rollback(db)
+                    raise
+            finally:
+                batch.active = False
+                self._batch_task = None
+
+
+class _SqliteBatch:
+    """The writes of one poll batch, inside the transaction `SqliteStore.batch` holds open."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path, clock: Clock) -> None:
+        self._db = db
+        self._path = path
+        self._clock = clock
+        self.active = True
+
+    async def unseen(self, keys: Sequence[str]) -> set[str]:
+        """Return the keys among `keys` that were never marked seen."""
+        wanted = list(dict.fromkeys(keys))
+        seen: set[str] = set()
+        with self._using("look up seen keys"):
+            for start in range(0, len(wanted), IN_CHUNK):
+                chunk = wanted[start : start + IN_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                rows = await _all(
+                    self._db,
+                    f"SELECT key FROM seen WHERE key IN ({marks})",  # noqa: S608 (placeholders only)
+                    chunk,
+                )
+                seen.update(row[0] for row in rows)
+        return set(wanted) - seen
+
+    async def mark_seen(self, keys: Sequence[str], now: datetime) -> None:
+        """Remember these event keys as seen at `now`."""
+        at = utc_text(now, "now")
+        with self._using("mark keys seen"):
+            # A key seen again lives on: its age counts from the latest sighting.
+            await self._db.executemany(
+                "INSERT INTO seen (key, seen_at) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET seen_at = max(seen_at, excluded.seen_at)",
+                [(key, at) for key in dict.fromkeys(keys)],
+            )
+
+    async def set_cursor(self, source: str, cursor: Cursor) -> None:
+        """Save the source's new position."""
+        text = encode_value(dict(cursor), f"cursor of {source!r}")
+        with self._using(f"save the cursor of {source!r}"):
+            await self._db.execute(
+                "INSERT OR REPLACE INTO cursors (source, cursor, updated_at) VALUES (?, ?, ?)",
+                (source, text, utc_text(self._clock.now(), "clock")),
+            )
+
+    async def record_decisions(self, decisions: Sequence[Decision]) -> list[Decision]:
+        """Add decisions to the ledger (dry-run ones as DRY_RUN, others as INTENT).
+
+        Return the decisions newly added; a key already in the ledger is left as it is.
+        """
+        now = utc_text(self._clock.now(), "clock")
+        added: list[Decision] = []
+        with self._using("record decisions"):
+            for decision in decisions:
+                where = f"decision {decision.key!r}"
+                mode = Mode(decision.mode)
+                state = LedgerState.DRY_RUN if mode is Mode.DRY_RUN else LedgerState.INTENT
+                event = None if decision.event is None else encode_event(decision.event)
+                inserted = await _change(
+                    self._db,
+                    "INSERT INTO ledger (key, rule, action, mode, params, event, decided_at,"
+                    " state, attempts, detail, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, '', ?, ?) ON CONFLICT (key) DO NOTHING",
+                    (
+                        decision.key,
+                        decision.rule,
+                        decision.action,
+                        mode.value,
+                        encode_value(decision.params, f"{where} params"),
+                        event,
+                        utc_text(decision.time, f"{where} time"),
+                        state.value,
+                        now,
+                        now,
+                    ),
+                )
+                if inserted:
+                    added.append(decision)
+        return added
+
+    async def put_memory(self, entries: Sequence[MemoryEntry]) -> None:
+        """Insert or replace timing memory."""
+        rows = [
+            (
+                MemoryKind(entry.kind).value,
+                entry.rule,
+                entry.group,
+                utc_text(entry.since, f"memory {entry.rule!r} {entry.group!r}"),
+            )
+            for entry in entries
+        ]
+        with self._using("save timing memory"):
+            await self._db.executemany(
+                "INSERT OR REPLACE INTO memory (kind, rule, group_key, since) VALUES (?, ?, ?, ?)",
+                rows,
+            )
+
+    async def drop_memory(self, entries: Sequence[MemoryEntry]) -> None:
+        """Forget timing memory (matched on kind, rule and group)."""
+        rows = [(MemoryKind(entry.kind).value, entry.rule, entry.group) for entry in entries]
+        with self._using("drop timing memory"):
+            await self._db.executemany(
+                "DELETE FROM memory WHERE kind = ? AND rule = ? AND group_key = ?", rows
+            )
+
+    @contextmanager
+    def _using(self, what: str) -> Iterator[None]:
+        if not self.active:
+            raise StateError(f"{self._path}: cannot {what}: the batch has ended")
+        with _translated(self._path, what):
+            yield
+
+
+@contextmanager
+def _translated(path: Path, what: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StateError(f"{path}: cannot {what}: {exc}") from exc
+
+
+async def _pragma(db: aiosqlite.Connection, name: str) -> Any:
+    row = await _one(db, f"PRAGMA {name}")
+    return None if row is None else row[0]
+
+
+async def _one(
+    db: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()
+) -> sqlite3.Row | tuple[Any, ...] | None:
+    async with db.execute(sql, args) as cursor:
+        return await cursor.fetchone()
+
+
+async def _all(
+    db: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()
+) -> list[sqlite3.Row | tuple[Any, ...]]:
+    async with db.execute(sql, args) as cursor:
+        return list(await cursor.fetchall())
+
+
+async def _change(db: aiosqlite.Connection, sql: str, args: Sequence[Any]) -> int:
+    async with db.execute(sql, args) as cursor:
+        return cursor.rowcount
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    if db.in_transaction:
+        await db.execute("ROLLBACK")
+
+
+async def _refuse_transition(db: aiosqlite.Connection, key: str, to: LedgerState) -> None:
+    row = await _one(db, "SELECT state FROM ledger WHERE key = ?", (key,))
+    if row is None:
+        raise StateError(f"ledger entry {key!r} does not exist")
+    raise StateError(f"ledger entry {key!r} is {row[0]}; only an open entry can become {to}")
+
+
+def _ledger_entry(row: Sequence[Any]) -> LedgerEntry:
+    key, rule, action, mode, params, event, decided_at, state, attempts, detail, updated_at = row
+    decision = Decision(
+        key=key,
+        rule=rule,
+        action=action,
+        params=decode_value(params),
+        mode=Mode(mode),
+        event=None if event is None else decode_event(event),
+        time=parse_utc(decided_at),
+    )
+    return LedgerEntry(decision, LedgerState(state), parse_utc(updated_at), attempts, detail)
+
+
+def _alert(row: Sequence[Any]) -> AlertRecord:
+    key, rule, status, started_at, updated_at, data = row
+    return AlertRecord(
+        key, rule, status, parse_utc(started_at), parse_utc(updated_at), decode_value(data)
+    )

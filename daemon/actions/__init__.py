@@ -1,0 +1,40 @@
+"""Actions a rule can take, found by their YAML name, and the runner that carries them out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import aiohttp
+import structlog
+from aiohttp.abc import AbstractResolver
+
+from daemon.actions.base import Action, ActionParams, ActionRegistry
+from daemon.actions.log import LogAction
+from daemon.actions.webhook import WebhookAction
+from daemon.clock import Clock
+
+_ACTION_TYPES: tuple[type[Action], ...] = (LogAction, WebhookAction)
+
+
+def action_params_models() -> Mapping[str, type[ActionParams]]:
+    """Return each built-in action's parameter model by name, without building the actions."""
+    return {action.name: action.params_model for action in _ACTION_TYPES}
+
+
+def default_registry(
+    *,
+    session: aiohttp.ClientSession,
+    clock: Clock,
+    log: structlog.typing.FilteringBoundLogger,
+    resolver: AbstractResolver | None = None,
+) -> ActionRegistry:
+    """Return a registry of the built-in actions, sharing the process's HTTP session."""
+    return ActionRegistry(
+        [
+            LogAction(log=log),
+            WebhookAction(session=session, clock=clock, resolver=resolver),
+        ]
+    )
+
+
+__all__ = ["ActionRegistry", "action_params_models", "default_registry"]

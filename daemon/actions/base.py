@@ -18,6 +18,10 @@ class ActionParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def redacted(self) -> dict[str, Any]:
+        """Return the parameters as they may be logged; models holding secrets mask them."""
+        return params_as_data(self)
+
 
 ActionParamsT = TypeVar("ActionParamsT", bound=ActionParams)
 

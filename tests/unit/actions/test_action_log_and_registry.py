@@ -1,0 +1,67 @@
+"""The `log` action and the registry of built-in actions."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from action_fakes import GatedAction, capture_logger, events_named, make_decision
+from pydantic import ValidationError
+
+from daemon.actions import action_params_models, default_registry
+from daemon.actions.base import ActionContext, ActionRegistry
+from daemon.actions.log import LogAction, LogParams
+from daemon.actions.webhook import WebhookParams
+from daemon.clock import FakeClock
+from daemon.models import OutcomeStatus
+
+
+async def test_log_writes_the_message_with_rule_and_event() -> None:
+    log, capture = capture_logger()
+    decision = make_decision(
+        action="log", params={"message": "power off failed on {{ x }}", "level": "warning"}
+    )
+    ctx = ActionContext(decision=decision, clock=FakeClock(), log=log, timeout_s=5.0)
+    outcome = await LogAction(log=log).run(ctx)
+    assert outcome.status is OutcomeStatus.DONE
+    [entry] = events_named(capture, "rule_log")
+    assert entry == {
+        "event": "rule_log",
+        "log_level": "warning",
+        "message": "power off failed on {{ x }}",  # literal: templating is not this action's
+        "rule": "r",
+        "decision_key": "r/0/e1",
+        "event_type": "seeweb.action.failed",
+        "event_key": "seeweb.action:709:failed",
+        "resource": "ec200001",
+    }
+    assert await LogAction(log=log).reconcile(ctx) is None
+
+
+def test_log_params() -> None:
+    assert LogParams.model_validate({"message": "hi"}).level == "info"
+    with pytest.raises(ValidationError):
+        LogParams.model_validate({"message": "hi", "level": "critical"})
+    with pytest.raises(ValidationError):
+        LogParams.model_validate({"message": ""})
+    with pytest.raises(ValidationError):
+        LogParams.model_validate({"message": "hi", "extra": 1})
+
+
+async def test_default_registry_has_the_built_in_actions() -> None:
+    log, _ = capture_logger()
+    async with aiohttp.ClientSession() as session:
+        registry = default_registry(session=session, clock=FakeClock(), log=log)
+    assert list(registry) == ["log", "webhook"]
+    assert "webhook" in registry
+    assert "power_off" not in registry
+    assert registry.params_models() == {"log": LogParams, "webhook": WebhookParams}
+    assert action_params_models() == registry.params_models()
+    assert not registry.get("webhook").destructive
+
+
+def test_a_name_registers_once() -> None:
+    registry = ActionRegistry([GatedAction()])
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.add(GatedAction())
+    with pytest.raises(KeyError):
+        registry.get("missing")

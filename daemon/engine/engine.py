@@ -1,0 +1,327 @@
+"""Evaluate events against compiled rules: pure, synchronous, and fast on the common path."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from daemon.engine.cel import CelCondition, CelInput
+from daemon.engine.match import Predicate
+from daemon.facts import Facts
+from daemon.models import Decision, Event, Mode
+from daemon.state.store import MemoryEntry, MemoryKind
+
+Concurrency = Literal["queued", "parallel", "single"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How the runner runs one rule's decisions: concurrency mode, parallel limit, timeout."""
+
+    concurrency: Concurrency = "queued"
+    max_running: int = 10
+    timeout_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ActionStep:
+    """One `do` entry: the action's registry name and its validated parameters as data."""
+
+    action: str
+    params: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Throttle:
+    """Decide at most once per `once_within_s` for each group."""
+
+    once_within_s: float
+    group_by: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """A validated rule with its tests compiled, ready to meet events."""
+
+    name: str
+    file: str
+    line: int
+    on: str
+    steps: tuple[ActionStep, ...]
+    mode: Mode = Mode.ENFORCE
+    enabled: bool = True
+    description: str = ""
+    match: Predicate | None = None
+    when: CelCondition | None = None
+    for_s: float | None = None
+    throttle: Throttle | None = None
+    group: Callable[[Event], str] = field(default=lambda event: event.resource)
+    run: RunOptions = RunOptions()
+
+    @property
+    def where(self) -> str:
+        """Return `file:line` of the rule's definition."""
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSpec:
+    """The guard section: risky action types and the snapshot taken before them."""
+
+    risky: tuple[str, ...]
+    snapshot_first: bool
+    snapshot_timeout_s: float
+    keep_snapshots: int
+    file: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """Every rule loaded from the rule files, in load order, and the guard if one was given."""
+
+    rules: tuple[CompiledRule, ...] = ()
+    guard: GuardSpec | None = None
+    files: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return sum(1 for rule in self.rules if rule.enabled)
+
+    def get(self, name: str) -> CompiledRule | None:
+        """Return the rule called `name`, or None."""
+        for rule in self.rules:
+            if rule.name == name:
+                return rule
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """What one evaluation decided, and the timing memory it wants kept or forgotten."""
+
+    decisions: list[Decision]
+    put: list[MemoryEntry]
+    drop: list[MemoryEntry]
+
+
+class EngineObserver(Protocol):
+    """Hears what the engine does, to count it; the only side effect evaluation has."""
+
+    def matched(self, rule: str) -> None:
+        """Count an event that met a rule's conditions."""
+        ...
+
+    def decided(self, rule: str, mode: Mode) -> None:
+        """Count one decision."""
+        ...
+
+    def error(self, rule: str, event: Event, message: str) -> None:
+        """Report a condition that could not be evaluated for an event."""
+        ...
+
+    def stale(self, event: Event) -> None:
+        """Count an event too old to act on."""
+        ...
+
+
+_MemoryKey = tuple[MemoryKind, str, str]
+_DEFAULT_RUN = RunOptions()
+_TYPE_CACHE_LIMIT = 4096
+
+
+class _RuleIndex:
+    """Which enabled rules an event type meets: exact types in a dict, globs tried once per type."""
+
+    def __init__(self, rules: Iterable[CompiledRule]) -> None:
+        self._exact: dict[str, list[CompiledRule]] = {}
+        self._globs: list[CompiledRule] = []
+        self._ordered = [rule for rule in rules if rule.enabled]
+        for rule in self._ordered:
+            if any(char in rule.on for char in "*?["):
+                self._globs.append(rule)
+            else:
+                self._exact.setdefault(rule.on, []).append(rule)
+        self.by_type: dict[str, tuple[CompiledRule, ...]] = {}
+
+    def rules_for(self, event_type: str) -> tuple[CompiledRule, ...]:
+        """Return the rules meeting `event_type`, in load order."""
+        found = self.by_type.get(event_type)
+        if found is None:
+            exact = self._exact.get(event_type, [])
+            globbed = [rule for rule in self._globs if fnmatch.fnmatchcase(event_type, rule.on)]
+            if globbed:
+                chosen = {id(rule) for rule in exact + globbed}
+                found = tuple(rule for rule in self._ordered if id(rule) in chosen)
+            else:
+                found = tuple(exact)
+            if len(self.by_type) >= _TYPE_CACHE_LIMIT:
+                self.by_type.clear()  # k8sgpu event kinds come from the API: stay bounded
+            self.by_type[event_type] = found
+        return found
+
+
+class Engine:
+    """Turns events into decisions by the rules, remembering `for` windows and throttles."""
+
+    def __init__(
+        self,
+        rules: RuleSet,
+        *,
+        stale_after: float,
+        memory: Iterable[MemoryEntry] = (),
+        observer: EngineObserver | None = None,
+    ) -> None:
+        self._rules = rules
+        self._index = _RuleIndex(rules.rules)
+        self._stale_after = timedelta(seconds=stale_after)
+        self._observer = observer
+        names = {rule.name for rule in rules.rules}
+        self._memory: dict[_MemoryKey, MemoryEntry] = {
+            (entry.kind, entry.rule, entry.group): entry for entry in memory if entry.rule in names
+        }
+
+    @property
+    def rules(self) -> RuleSet:
+        """Return the rules in force."""
+        return self._rules
+
+    @property
+    def memory(self) -> list[MemoryEntry]:
+        """Return the timing memory in force."""
+        return list(self._memory.values())
+
+    def run_options(self, rule_name: str) -> RunOptions:
+        """Return how the runner runs a rule's decisions (defaults for unknown rules)."""
+        rule = self._rules.get(rule_name)
+        return rule.run if rule is not None else _DEFAULT_RUN
+
+    def replace_rules(self, rules: RuleSet) -> None:
+        """Put new rules in force, keeping the memory of rules whose name still exists."""
+        names = {rule.name for rule in rules.rules}
+        self._rules = rules
+        self._index = _RuleIndex(rules.rules)
+        self._memory = {key: entry for key, entry in self._memory.items() if entry.rule in names}
+
+    def apply(self, evaluation: Evaluation) -> None:
+        """Commit an evaluation's memory changes, once the store has committed them too."""
+        for entry in evaluation.drop:
+            self._memory.pop((entry.kind, entry.rule, entry.group), None)
+        for entry in evaluation.put:
+            self._memory[(entry.kind, entry.rule, entry.group)] = entry
+
+    def evaluate(self, events: Sequence[Event], facts: Facts, now: datetime) -> list[Decision]:
+        """Return the decisions the rules make for these events."""
+        return self.plan(events, facts, now).decisions
+
+    def plan(self, events: Sequence[Event], facts: Facts, now: datetime) -> Evaluation:
+        """Return the decisions and memory changes for these events, changing nothing."""
+        memory = _Overlay(self._memory)
+        decisions: list[Decision] = []
+        observer = self._observer
+        known_types = self._index.by_type
+        oldest = now - self._stale_after
+        for event in events:
+            rules = known_types.get(event.type)
+            if rules is None:
+                rules = self._index.rules_for(event.type)
+            if not rules:
+                continue
+            if event.time < oldest:
+                if observer is not None:
+                    observer.stale(event)
+                continue
+            source: CelInput | None = None
+            # The hot loop: most rules fail here, so it stays inline and allocates nothing.
+            for rule in rules:
+                met = rule.match is None or rule.match(event)
+                if met and rule.when is not None:
+                    if source is None:
+                        source = CelInput(event)
+                    met, error = rule.when.check(source)
+                    if error is not None and observer is not None:
+                        observer.error(rule.name, event, error)
+                if met:
+                    if observer is not None:
+                        observer.matched(rule.name)
+                    self._settle(rule, event, now, memory, decisions)
+                elif rule.for_s is not None:
+                    memory.forget((MemoryKind.FOR, rule.name, rule.group(event)))
+        return memory.evaluation(decisions)
+
+    def _settle(
+        self,
+        rule: CompiledRule,
+        event: Event,
+        now: datetime,
+        memory: _Overlay,
+        decisions: list[Decision],
+    ) -> None:
+        """Decide for an event that met the rule's conditions, unless `for` or throttle say wait."""
+        group = rule.group(event)
+        if rule.for_s is not None:
+            key = (MemoryKind.FOR, rule.name, group)
+            window = memory.get(key)
+            if window is None:
+                window = memory.put(MemoryEntry(MemoryKind.FOR, rule.name, group, event.time))
+            if (event.time - window.since).total_seconds() < rule.for_s:
+                return
+        if rule.throttle is not None:
+            last = memory.get((MemoryKind.THROTTLE, rule.name, group))
+            if last is not None and (
+                (event.time - last.since).total_seconds() < rule.throttle.once_within_s
+            ):
+                return
+            memory.put(MemoryEntry(MemoryKind.THROTTLE, rule.name, group, event.time))
+        for index, step in enumerate(rule.steps):
+            decisions.append(
+                Decision(
+                    key=f"{rule.name}/{index}/{event.key}",
+                    rule=rule.name,
+                    action=step.action,
+                    params=step.params,
+                    mode=rule.mode,
+                    event=event,
+                    time=now,
+                )
+            )
+            if self._observer is not None:
+                self._observer.decided(rule.name, rule.mode)
+
+
+class _Overlay:
+    """The engine's memory as one evaluation sees it: changes on top, the committed state below."""
+
+    __slots__ = ("_base", "_changes")
+
+    def __init__(self, base: Mapping[_MemoryKey, MemoryEntry]) -> None:
+        self._base = base
+        self._changes: dict[_MemoryKey, MemoryEntry | None] = {}
+
+    def get(self, key: _MemoryKey) -> MemoryEntry | None:
+        """Return the entry under `key` as of now in this evaluation."""
+        if key in self._changes:
+            return self._changes[key]
+        return self._base.get(key)
+
+    def put(self, entry: MemoryEntry) -> MemoryEntry:
+        """Remember `entry`, replacing any under the same kind, rule and group."""
+        self._changes[(entry.kind, entry.rule, entry.group)] = entry
+        return entry
+
+    def forget(self, key: _MemoryKey) -> None:
+        """Forget the entry under `key`, if there is one."""
+        if self.get(key) is not None:
+            self._changes[key] = None
+
+    def evaluation(self, decisions: list[Decision]) -> Evaluation:
+        """Return the decisions with the memory to put and to drop."""
+        put: list[MemoryEntry] = []
+        drop: list[MemoryEntry] = []
+        for key, entry in self._changes.items():
+            if entry is not None:
+                put.append(entry)
+            elif (old := self._base.get(key)) is not None:
+                drop.append(old)
+        return Evaluation(decisions, put, drop)

@@ -1,0 +1,153 @@
+"""Month-to-date spend from the Seeweb bills (servers, templates, snapshots) and GPU bills."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from daemon.clock import Clock
+from daemon.facts import Facts, MonthCost
+from daemon.models import Event
+from daemon.observability.metrics import Metrics
+from daemon.providers.k8sgpu import K8sGpuClient
+from daemon.providers.records import ServerBilling
+from daemon.providers.seeweb import SeewebClient
+from daemon.sources.base import cursor_map, drop_series, iso
+from daemon.state.store import Cursor
+
+
+@dataclass(frozen=True, slots=True)
+class MonthBill:
+    """One provider's bill for the month so far: its total, its split by scope, its detail."""
+
+    name: str  # "seeweb" or "k8sgpu": the event type's prefix
+    total: float
+    scopes: dict[str, float]
+    billed_until: datetime | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class BillingSource:
+    """Keep month-to-date cost per scope in facts and gauges; say when a bill's total changed."""
+
+    name = "billing"
+
+    def __init__(
+        self,
+        client: SeewebClient,
+        facts: Facts,
+        clock: Clock,
+        *,
+        metrics: Metrics,
+        k8sgpu: K8sGpuClient | None = None,
+    ) -> None:
+        self._client = client
+        self._facts = facts
+        self._clock = clock
+        self._metrics = metrics
+        self._k8sgpu = k8sgpu
+
+    async def poll(self, cursor: Cursor | None) -> tuple[list[Event], Cursor]:
+        """Return a `<bill>.billing.updated` event per bill whose total moved since the cursor."""
+        now = self._clock.now()
+        month = f"{now.year:04d}-{now.month:02d}"
+        bills = [await self._seeweb_bill(now)]
+        if self._k8sgpu is not None:
+            bills.append(await self._gpu_bill(self._k8sgpu, now))
+        self._update_costs(month, bills, now)
+        same_month = cursor is not None and cursor.get("month") == month
+        previous = cursor_map(cursor, "totals") if same_month else {}
+        events = [
+            self._event(bill, month, previous.get(bill.name), now)
+            for bill in bills
+            if previous.get(bill.name) != bill.total
+        ]
+        return events, {"month": month, "totals": {bill.name: bill.total for bill in bills}}
+
+    async def _seeweb_bill(self, now: datetime) -> MonthBill:
+        servers = await self._client.billing_servers(now.year, now.month)
+        templates = await self._client.billing_templates(now.year, now.month)
+        snapshots = await self._client.billing_snapshots(now.year, now.month)
+        scopes: dict[str, float] = defaultdict(float)
+        for row in servers.rows:
+            scopes[f"server:{row.name}"] += row.cost
+            if row.group:
+                scopes[f"group:{row.group}"] += row.cost
+        parts = {
+            "servers": servers.total_cost,
+            "templates": templates.total_cost,
+            "snapshots": snapshots.total_cost,
+        }
+        return MonthBill(
+            name="seeweb",
+            total=_euros(math.fsum(parts.values())),
+            scopes=scopes,
+            billed_until=estimate_billed_until(servers, now),
+            detail={part: _euros(cost) for part, cost in parts.items()},
+        )
+
+    async def _gpu_bill(self, client: K8sGpuClient, now: datetime) -> MonthBill:
+        bill = await client.billing(now.year, now.month)
+        clusters: dict[str, float] = defaultdict(float)
+        for row in bill.pods:
+            clusters[row.pod.cluster if row.pod and row.pod.cluster else ""] += row.cost
+        return MonthBill(
+            name="k8sgpu",
+            total=_euros(bill.total_cost),
+            scopes={f"k8sgpu:{cluster}": cost for cluster, cost in clusters.items()},
+            detail={"clusters": {c: _euros(v) for c, v in sorted(clusters.items())}},
+        )
+
+    def _update_costs(self, month: str, bills: list[MonthBill], now: datetime) -> None:
+        until = bills[0].billed_until
+        costs = {"account": math.fsum(bill.total for bill in bills)}
+        for bill in bills:
+            costs.update(bill.scopes)
+        for scope in self._facts.month_cost.keys() - costs.keys():
+            drop_series(self._metrics.month_cost, scope)
+        self._facts.month_cost = {
+            scope: MonthCost(scope, month, _euros(euros), now, until)
+            for scope, euros in costs.items()
+        }
+        for scope, cost in self._facts.month_cost.items():
+            self._metrics.month_cost.labels(scope).set(cost.euros)
+
+    def _event(self, bill: MonthBill, month: str, previous: Any, now: datetime) -> Event:
+        digest = hashlib.sha256(f"{bill.total:.2f}".encode()).hexdigest()[:12]
+        return Event(
+            type=f"{bill.name}.billing.updated",
+            key=f"{bill.name}.billing:{month}:{digest}",
+            time=now,
+            resource="account" if bill.name == "seeweb" else bill.name,
+            data={
+                "month": month,
+                "total": bill.total,
+                "previous_total": previous,
+                "billed_until": iso(bill.billed_until),
+                **bill.detail,
+            },
+            source=self.name,
+        )
+
+
+def _euros(value: float) -> float:
+    return round(value, 2)
+
+
+def estimate_billed_until(bill: ServerBilling, now: datetime) -> datetime | None:
+    """Return the instant the servers' bill is complete up to, as far as its rows tell.
+
+    Bills count whole hours since a server's creation or the month's start: a server alive all
+    along gives the cut-off exactly; others give earlier bounds, so the latest bound wins.
+    """
+    month_start = datetime(bill.year, bill.month, 1, tzinfo=UTC)
+    bounds = [
+        max(month_start, row.creation_date or month_start) + timedelta(hours=row.billed_hours)
+        for row in bill.rows
+        if row.deletion_date is None and row.billed_hours is not None
+    ]
+    return min(max(bounds), now) if bounds else None

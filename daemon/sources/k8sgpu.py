@@ -1,0 +1,116 @@
+"""Seeweb Serverless GPU: pod events, and the pods online or failed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from daemon.clock import Clock
+from daemon.facts import Facts, PodFact
+from daemon.models import Event
+from daemon.observability.metrics import Metrics
+from daemon.providers.k8sgpu import K8sGpuClient
+from daemon.providers.pagination import new_events
+from daemon.providers.records import GpuEvent, Pod
+from daemon.sources.base import cursor_set, iso, walk
+from daemon.state.store import Cursor
+
+FAILED_STATUSES = frozenset({"failed", "error"})
+
+
+class K8sGpuSource:
+    """Turn GPU pod events into `k8sgpu.event.*`, and keep the pods online in facts and gauges."""
+
+    name = "k8sgpu"
+
+    def __init__(
+        self,
+        client: K8sGpuClient,
+        facts: Facts,
+        clock: Clock,
+        *,
+        metrics: Metrics,
+        max_pages: int = 20,
+    ) -> None:
+        self._client = client
+        self._facts = facts
+        self._clock = clock
+        self._metrics = metrics
+        self._max_pages = max_pages
+
+    async def poll(self, cursor: Cursor | None) -> tuple[list[Event], Cursor]:
+        """Return new pod events and one `k8sgpu.pod.failed` per pod newly seen failed."""
+        now = self._clock.now()
+        found, high_water = await walk(
+            lambda mark: new_events(self._client, mark, max_pages=self._max_pages), cursor
+        )
+        events = [self._gpu_event(e, now) for e in found]
+        pods = [pod_fact(p, now) for p in await self._client.list_pods()]
+        reported = cursor_set(cursor, "failed")
+        failed: list[str] = []
+        for pod in pods:
+            if pod.failed:
+                failed.append(pod.uuid)
+                if pod.uuid not in reported:
+                    events.append(self._failed(pod, now))
+        self._update_pods(pods)
+        # Pods gone from the listing drop out of the cursor, which keeps it bounded.
+        return events, {"high_water": high_water, "failed": sorted(failed)}
+
+    def _update_pods(self, pods: list[PodFact]) -> None:
+        before = self._facts.pods_online()
+        self._facts.pods = {p.uuid: p for p in pods}
+        after = self._facts.pods_online()
+        for cluster, runtime_class in before.keys() - after.keys():
+            self._metrics.gpu_pods.labels(cluster, runtime_class).set(0)
+        for (cluster, runtime_class), count in after.items():
+            self._metrics.gpu_pods.labels(cluster, runtime_class).set(count)
+
+    def _gpu_event(self, event: GpuEvent, now: datetime) -> Event:
+        kind = (event.event_type or "unknown").strip().lower()
+        data: dict[str, Any] = {
+            name: iso(value) if isinstance(value, datetime) else value
+            for name, value in event.model_dump().items()
+        }
+        return Event(
+            type=f"k8sgpu.event.{kind}",
+            key=f"k8sgpu.event:{event.id}",
+            time=event.date or now,
+            resource=event.uuid or event.pod or "",
+            data=data,
+            source=self.name,
+        )
+
+    def _failed(self, pod: PodFact, now: datetime) -> Event:
+        return Event(
+            type="k8sgpu.pod.failed",
+            key=f"k8sgpu.pod:{pod.uuid}:failed",
+            time=pod.deactivated_at or now,
+            resource=pod.uuid,
+            data={
+                "uuid": pod.uuid,
+                "cluster": pod.cluster,
+                "name": pod.name,
+                "status": pod.status,
+                "runtime_class": pod.runtime_class,
+            },
+            source=self.name,
+        )
+
+
+def pod_fact(pod: Pod, now: datetime) -> PodFact:
+    """Return what a pod listing says about one pod."""
+    status = (pod.status or "").strip().lower()
+    online = pod.online if pod.online is not None else status == "running"
+    return PodFact(
+        uuid=pod.uuid,
+        cluster=pod.cluster or "",
+        name=pod.remote_reference_name or pod.local_reference_name or pod.uuid,
+        runtime_class=pod.runtime_class or "",
+        status=status,
+        online=online,
+        failed=bool(pod.failed) or status in FAILED_STATUSES,
+        observed_at=now,
+        created_at=pod.creation_date,
+        deactivated_at=pod.deactivated_from,
+    )

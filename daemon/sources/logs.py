@@ -1,0 +1,56 @@
+"""Seeweb ECS audit logs: one event per new log line."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from daemon.clock import Clock
+from daemon.facts import Facts
+from daemon.models import Event
+from daemon.providers.pagination import new_logs
+from daemon.providers.records import LogEntry
+from daemon.providers.seeweb import SeewebClient
+from daemon.sources.base import iso, walk
+from daemon.state.store import Cursor
+
+
+class LogsSource:
+    """Turn new audit-log lines (logins, token changes, panel actions) into `seeweb.log` events."""
+
+    name = "logs"
+
+    def __init__(
+        self, client: SeewebClient, facts: Facts, clock: Clock, *, max_pages: int = 20
+    ) -> None:
+        self._client = client
+        self._facts = facts
+        self._clock = clock
+        self._max_pages = max_pages
+
+    async def poll(self, cursor: Cursor | None) -> tuple[list[Event], Cursor]:
+        """Return an event per log line newer than the cursor's high-water mark."""
+        now = self._clock.now()
+        entries, high_water = await walk(
+            lambda mark: new_logs(self._client, mark, max_pages=self._max_pages), cursor
+        )
+        events = [
+            Event(
+                type="seeweb.log",
+                key=f"seeweb.log:{entry.id}",
+                time=entry.created_at or now,
+                resource=entry.target or "",
+                data=log_data(entry),
+                source=self.name,
+            )
+            for entry in entries
+        ]
+        return events, {"high_water": high_water}
+
+
+def log_data(entry: LogEntry) -> dict[str, Any]:
+    """Return a log line's fields as JSON-able event data, times as ISO 8601 text."""
+    return {
+        name: iso(value) if isinstance(value, datetime) else value
+        for name, value in entry.model_dump().items()
+    }

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from daemon import __version__
+from daemon.config import DEFAULT_CONFIG_PATH
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -36,6 +37,19 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--config-out", type=Path, help="write a cloudpilot.toml pointing here")
     sim.add_argument("--list-scenarios", action="store_true", help="list shipped scenarios")
 
+    run = commands.add_parser("run", help="run the daemon (systemd Type=notify)")
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="the TOML config")
+    run.add_argument(
+        "--listen", help="HOST:PORT for /metrics, /healthz, /readyz (overrides [http])"
+    )
+
+    check = commands.add_parser("check", help="validate the config and rule files; exit 0 or 1")
+    check.add_argument(
+        "--config", type=Path, help=f"the TOML config (default {DEFAULT_CONFIG_PATH})"
+    )
+    check.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="rule files or folders")
+
+    commands.add_parser("schema", help="print the JSON Schema of rule files")
     commands.add_parser("demo", help="a narrated tour of the embedded simulator")
     return parser
 
@@ -45,6 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "simulator":
         return _simulator(args)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "check":
+        return _check(args)
+    if args.command == "schema":
+        return _schema()
     if args.command == "demo":
         from daemon.demo import run_demo
 
@@ -87,4 +107,71 @@ def _simulator(args: argparse.Namespace) -> int:
             f"cloudpilot simulator: cannot listen on {args.listen}: {exc.strerror}", file=sys.stderr
         )
         return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from daemon.app import run
+    from daemon.clock import SystemClock
+    from daemon.config import load_config
+    from daemon.errors import ConfigError
+    from daemon.net import Listen
+    from daemon.observability.logging import configure_logging
+    from daemon.state import StateError
+
+    configure_logging()
+    try:
+        config = load_config(args.config)
+        listen = Listen.parse(args.listen) if args.listen else None
+    except (ConfigError, ValueError) as exc:
+        print(f"cloudpilot run: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return asyncio.run(run(config, clock=SystemClock(), listen=listen))
+    except ConfigError as exc:
+        print(f"cloudpilot run: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StateError as exc:
+        print(f"cloudpilot run: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:
+        print(f"cloudpilot run: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _check(args: argparse.Namespace) -> int:
+    from daemon.actions import action_params_models
+    from daemon.config import load_config
+    from daemon.engine import RuleError, load_rules
+    from daemon.errors import ConfigError
+
+    lines: list[str] = []
+    paths: list[Path] = list(args.paths)
+    if args.config is not None or not paths:
+        try:
+            config = load_config(args.config or DEFAULT_CONFIG_PATH)
+        except ConfigError as exc:
+            lines.append(str(exc))
+        else:
+            paths = paths or list(config.rule_paths)
+    if paths:
+        try:
+            rules = load_rules(paths, action_params_models())
+        except RuleError as exc:
+            lines.extend(str(problem) for problem in exc.problems)
+        else:
+            if not lines:
+                print(f"ok: {len(rules)} rules in {len(rules.files)} files")
+    for line in lines:
+        print(line)
+    return EXIT_FAILURE if lines else EXIT_OK
+
+
+def _schema() -> int:
+    import json
+
+    from daemon.actions import action_params_models
+    from daemon.engine import rule_file_schema
+
+    print(json.dumps(rule_file_schema(action_params_models()), indent=2))
     return EXIT_OK

@@ -6,28 +6,14 @@ import asyncio
 import contextlib
 import os
 import signal
-from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
+from daemon.net import Listen
 from daemon.simulator.app import Credentials, Simulation, create_app
 
-
-@dataclass(frozen=True, slots=True)
-class Listen:
-    """A host and port to listen on; port 0 picks a free one."""
-
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> Listen:
-        """Parse `HOST:PORT` (IPv6 hosts in brackets), or raise ValueError."""
-        host, sep, port = text.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"expected HOST:PORT, got {text!r}")
-        return cls(host.strip("[]") or "127.0.0.1", int(port))
+__all__ = ["Listen", "serve_forever", "start", "write_config"]
 
 
 async def start(sim: Simulation, listen: Listen) -> tuple[web.AppRunner, str]:

@@ -1,0 +1,446 @@
+"""Wiring: the one place that builds objects, runs the daemon and shuts it down in stages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+import structlog
+from prometheus_client import CollectorRegistry
+
+from daemon import __version__
+from daemon.actions import default_registry
+from daemon.actions.base import ActionRegistry
+from daemon.actions.runner import Runner
+from daemon.clock import Clock
+from daemon.config import Config
+from daemon.engine import Engine, EngineObserver, RuleSet, load_rules
+from daemon.errors import ConfigError
+from daemon.facts import Facts
+from daemon.models import Decision, Event, Mode
+from daemon.net import Listen
+from daemon.observability.http import Readiness, build_http_app, start_http
+from daemon.observability.logging import get_logger
+from daemon.observability.metrics import Metrics
+from daemon.observability.sdnotify import SystemdNotifier
+from daemon.providers import GlesysClient, K8sGpuClient, SeewebClient
+from daemon.sources.actions import ActionsSource
+from daemon.sources.base import Source
+from daemon.sources.billing import BillingSource
+from daemon.sources.glesys import GlesysSource
+from daemon.sources.k8sgpu import K8sGpuSource
+from daemon.sources.logs import LogsSource
+from daemon.sources.metrics import MetricsSource
+from daemon.sources.scheduler import PollScheduler, SourceJob
+from daemon.state import SqliteStore, Store
+from daemon.state.store import Cursor
+
+Logger = structlog.typing.FilteringBoundLogger
+
+# Seen event keys are kept well past the point where any source could bring them again.
+SEEN_RETENTION = timedelta(days=30)
+PRUNE_EVERY_S = 3600.0
+
+
+class _EngineMetrics(EngineObserver):
+    """Feed the engine's observations into Prometheus counters."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def matched(self, rule: str) -> None:
+        """Count a rule match."""
+        self._metrics.rule_matches.labels(rule).inc()
+
+    def decided(self, rule: str, mode: Mode) -> None:
+        """Count a decision."""
+        self._metrics.decisions.labels(rule, mode.value).inc()
+
+    def error(self, rule: str, event: Event, message: str) -> None:
+        """Count a condition that could not be evaluated."""
+        self._metrics.rule_errors.labels(rule).inc()
+
+    def stale(self, event: Event) -> None:
+        """Count an event too old to decide on."""
+        self._metrics.events_stale.labels(event.type).inc()
+
+
+class Daemon:
+    """Cloudpilot, built from a config: sources → store → engine → runner, plus HTTP."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock,
+        registry: CollectorRegistry | None = None,
+        log: Logger | None = None,
+        notifier: SystemdNotifier | None = None,
+        listen: Listen | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.metrics = Metrics(registry or CollectorRegistry())
+        self.log: Logger = log or get_logger()
+        self.notifier = notifier or SystemdNotifier.from_environ({})
+        self.listen = listen or Listen.parse(config.model.http.listen)
+        self.rng = rng or random.Random()
+        self.facts = Facts()
+        self.readiness = Readiness()
+        self.store: Store = SqliteStore(config.state_path, clock=clock)
+        self._stack = AsyncExitStack()
+        self._session: aiohttp.ClientSession | None = None
+        self._engine: Engine | None = None
+        self._runner: Runner | None = None
+        self._actions: ActionRegistry | None = None
+        self._scheduler: PollScheduler | None = None
+        self._http_port: int | None = None
+        self._last_prune = float("-inf")
+        self._stopping = False
+
+    # --- parts, available after start() ----------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        """Return the rule engine."""
+        assert self._engine is not None, "the daemon has not started"
+        return self._engine
+
+    @property
+    def runner(self) -> Runner:
+        """Return the action runner."""
+        assert self._runner is not None, "the daemon has not started"
+        return self._runner
+
+    @property
+    def scheduler(self) -> PollScheduler:
+        """Return the poll scheduler."""
+        assert self._scheduler is not None, "the daemon has not started"
+        return self._scheduler
+
+    @property
+    def http_port(self) -> int:
+        """Return the port the HTTP endpoint bound."""
+        assert self._http_port is not None, "the daemon has not started"
+        return self._http_port
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open state, load rules, reconcile the ledger and listen; do not wait for the cloud."""
+        try:
+            self._session = await self._stack.enter_async_context(
+                aiohttp.ClientSession(raise_for_status=False)
+            )
+            await self.store.open()
+            self._stack.push_async_callback(self.store.close)
+            actions = default_registry(session=self._session, clock=self.clock, log=self.log)
+            self._actions = actions
+            rules = load_rules(self.config.rule_paths, actions.params_models())
+            memory = await self.store.load_memory()
+            self._engine = Engine(
+                rules,
+                stale_after=self.config.model.engine.stale_after,
+                memory=memory,
+                observer=_EngineMetrics(self.metrics),
+            )
+            self._rules_loaded(rules)
+            jobs = [self._job(source) for source in self._sources()]
+            self._scheduler = PollScheduler(jobs, log=self.log)
+            self.readiness.expect_sources([job.name for job in jobs])
+            self._runner = Runner(
+                store=self.store,
+                registry=actions,
+                metrics=self.metrics,
+                clock=self.clock,
+                log=self.log,
+                options=self.engine.run_options,
+                sources_ready=self._scheduler.polled_once,
+            )
+            await self._runner.start()
+            app = build_http_app(
+                metrics=self.metrics,
+                readiness=self.readiness,
+                health=self.healthy,
+                status=self.status,
+            )
+            runner, self._http_port = await start_http(app, self.listen.host, self.listen.port)
+            self._stack.push_async_callback(runner.cleanup)
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        self.log.info(
+            "daemon_started",
+            version=__version__,
+            rules=len(rules),
+            sources=[job.name for job in jobs],
+            listen=f"{self.listen.host}:{self._http_port}",
+        )
+
+    def start_polling(self) -> None:
+        """Start the scheduler: every source polls now, then on its interval."""
+        self.scheduler.start()
+
+    async def poll_once(self) -> None:
+        """Poll every source once, concurrently, and wait for the batches to be stored."""
+        await self.scheduler.poll_all_once()
+
+    async def stop(self) -> None:
+        """Shut down in stages: stop polling, drain actions, close HTTP, store and session."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.log.info("daemon_stopping")
+        if self._scheduler is not None:
+            await self._scheduler.stop()
+        if self._runner is not None:
+            await self._runner.drain(self.config.model.shutdown.grace)
+        await self._stack.aclose()
+        self.log.info("daemon_stopped")
+
+    async def __aenter__(self) -> Daemon:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- rules -----------------------------------------------------------------------------------
+
+    async def reload_rules(self) -> bool:
+        """Load the rule files again; on any problem keep the running rules and say why."""
+        assert self._actions is not None
+        try:
+            rules = load_rules(self.config.rule_paths, self._actions.params_models())
+        except ConfigError as exc:
+            self.metrics.rule_reloads.labels("error").inc()
+            self.log.error("rules_reload_failed", error=str(exc), kept=len(self.engine.rules))
+            return False
+        self.engine.replace_rules(rules)
+        self._rules_loaded(rules)
+        self.metrics.rule_reloads.labels("ok").inc()
+        self.log.info("rules_reloaded", rules=len(rules), files=list(rules.files))
+        return True
+
+    def _rules_loaded(self, rules: RuleSet) -> None:
+        self.metrics.rules_loaded.set(len(rules))
+        self.readiness.rules_loaded()
+
+    # --- the pipeline ----------------------------------------------------------------------------
+
+    async def on_batch(self, source: str, events: list[Event], cursor: Cursor) -> None:
+        """Store one poll's events and decisions in one transaction, then hand decisions over."""
+        now = self.clock.now()
+        async with self.store.batch() as batch:
+            unseen = await batch.unseen([event.key for event in events])
+            fresh: list[Event] = []
+            for event in events:
+                if event.key in unseen:
+                    unseen.discard(event.key)  # a key twice in one batch counts once
+                    fresh.append(event)
+            evaluation = self.engine.plan(fresh, self.facts, now)
+            recorded = await batch.record_decisions(evaluation.decisions)
+            await batch.mark_seen([event.key for event in fresh], now)
+            await batch.set_cursor(source, cursor)
+            if evaluation.put:
+                await batch.put_memory(evaluation.put)
+            if evaluation.drop:
+                await batch.drop_memory(evaluation.drop)
+        self.engine.apply(evaluation)
+        for event in fresh:
+            self.metrics.events.labels(event.type).inc()
+        self.readiness.source_polled(source)
+        self.runner.sources_polled()
+        self._submit(recorded)
+        await self._prune_seen()
+
+    def _submit(self, decisions: Sequence[Decision]) -> None:
+        if decisions:
+            self.runner.submit(decisions)
+
+    async def _prune_seen(self) -> None:
+        if self.clock.monotonic() - self._last_prune < PRUNE_EVERY_S:
+            return
+        self._last_prune = self.clock.monotonic()
+        retention = max(SEEN_RETENTION, timedelta(seconds=2 * self.config.model.engine.stale_after))
+        pruned = await self.store.prune_seen(self.clock.now() - retention)
+        if pruned:
+            self.log.info("seen_keys_pruned", count=pruned)
+
+    # --- health ----------------------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        """Return whether the daemon is working: not stopping, and its scheduler is running."""
+        return not self._stopping and self._scheduler is not None
+
+    def status(self) -> dict[str, Any]:
+        """Return what `/status` shows: version, rules, sources and open ledger entries."""
+        return {
+            "version": __version__,
+            "rules": [rule.name for rule in self.engine.rules.rules],
+            "sources": {
+                name: {"polled_at": polled.isoformat()}
+                for name, polled in sorted(self.facts.polled_at.items())
+            },
+            "running_actions": self.runner.running if self._runner else 0,
+        }
+
+    # --- building --------------------------------------------------------------------------------
+
+    def _job(self, source: Source) -> SourceJob:
+        intervals = self.config.model.poll
+        return SourceJob(
+            source,
+            interval=getattr(intervals, source.name),
+            cursor_of=self.store.get_cursor,
+            sink=self.on_batch,
+            facts=self.facts,
+            metrics=self.metrics,
+            clock=self.clock,
+            log=self.log,
+            rng=self.rng,
+        )
+
+    def _sources(self) -> list[Source]:
+        model = self.config.model
+        assert self._session is not None
+        session = self._session
+        common: dict[str, Any] = {
+            "clock": self.clock,
+            "logger": self.log,
+            "observer": self.metrics.observe_request,
+        }
+        sources: list[Source] = []
+        seeweb: SeewebClient | None = None
+        k8sgpu: K8sGpuClient | None = None
+        if model.seeweb is not None:
+            if model.seeweb.token_file is not None:
+                seeweb = SeewebClient(
+                    session,
+                    model.seeweb.url,
+                    token=self.config.secret("seeweb.token_file"),
+                    **common,
+                )
+            else:
+                seeweb = SeewebClient(
+                    session,
+                    model.seeweb.url,
+                    username=model.seeweb.username,
+                    password=self.config.secret("seeweb.password_file"),
+                    **common,
+                )
+            sources += [
+                ActionsSource(
+                    seeweb, facts=self.facts, clock=self.clock, stuck_after=model.seeweb.stuck_after
+                ),
+                LogsSource(seeweb, facts=self.facts, clock=self.clock),
+                MetricsSource(
+                    seeweb,
+                    facts=self.facts,
+                    clock=self.clock,
+                    metrics=self.metrics,
+                    servers=model.seeweb.watch,
+                ),
+            ]
+        if model.k8sgpu is not None:
+            k8sgpu = K8sGpuClient(
+                session,
+                model.k8sgpu.url,
+                username=model.k8sgpu.username,
+                password=self.config.secret("k8sgpu.password_file"),
+                **common,
+            )
+            sources.append(
+                K8sGpuSource(k8sgpu, facts=self.facts, clock=self.clock, metrics=self.metrics)
+            )
+        if seeweb is not None:
+            sources.append(
+                BillingSource(
+                    seeweb, k8sgpu=k8sgpu, facts=self.facts, clock=self.clock, metrics=self.metrics
+                )
+            )
+        if model.glesys is not None:
+            glesys = GlesysClient(
+                session,
+                model.glesys.url,
+                project=model.glesys.project,
+                key=self.config.secret("glesys.key_file"),
+                **common,
+            )
+            sources.append(
+                GlesysSource(glesys, facts=self.facts, clock=self.clock, metrics=self.metrics)
+            )
+        return sources
+
+
+async def run(
+    config: Config,
+    *,
+    clock: Clock,
+    listen: Listen | None = None,
+    notifier: SystemdNotifier | None = None,
+    registry: CollectorRegistry | None = None,
+    log: Logger | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Run the daemon until SIGTERM/SIGINT (or `stop`); reload rules on SIGHUP. Return 0."""
+    notifier = notifier or SystemdNotifier.from_environ()
+    stop = stop or asyncio.Event()
+    daemon = Daemon(
+        config, clock=clock, registry=registry, log=log, notifier=notifier, listen=listen
+    )
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[bool]] = set()
+
+    async def reload_and_tell() -> bool:
+        notifier.reloading()
+        try:
+            return await daemon.reload_rules()
+        finally:
+            notifier.ready()
+
+    def reload() -> None:
+        task = loop.create_task(reload_and_tell())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    await daemon.start()
+    try:
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload)
+        daemon.start_polling()
+        notifier.ready()
+        watchdog = loop.create_task(_watchdog(daemon, notifier))
+        await stop.wait()
+        notifier.stopping()
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
+        for task in list(reloads):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+        await daemon.stop()
+    return 0
+
+
+async def _watchdog(daemon: Daemon, notifier: SystemdNotifier) -> None:
+    interval = notifier.watchdog_interval()
+    if interval is None:
+        return
+    while True:
+        if daemon.healthy():
+            notifier.watchdog()
+        # Real time on purpose: systemd's watchdog counts wall seconds, not simulated ones.
+        await asyncio.sleep(interval)

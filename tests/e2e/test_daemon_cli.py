@@ -1,0 +1,109 @@
+"""`cloudpilot check`, `schema` and `run` as a user meets them: exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cloudpilot(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own command, arguments from the test
+        [sys.executable, "-m", "daemon", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "rules").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_rule_file_passes_check(path: Path) -> None:
+    result = cloudpilot("check", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("ok: ")
+
+
+def test_check_lists_every_problem_as_file_line_field_reason(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(
+        "rules:\n"
+        "  - name: one\n"
+        "    on: seeweb.action.failed\n"
+        "    throttle: {once_within: soon}\n"
+        "    do:\n"
+        "      - webhook: {url: 'http://hooks.example.com/x'}\n"
+        "  - name: two\n"
+        "    on: seeweb.log\n"
+        "    when: 'event.data.actor =='\n"
+        "    do: [{log: {message: hi}}]\n"
+        "    colour: blue\n"
+    )
+    result = cloudpilot("check", "bad.yaml", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("bad.yaml:4: rules[0].throttle.once_within: not a duration")
+    assert lines[1].startswith("bad.yaml:6: rules[0].do[0].webhook.url: ")
+    assert "https" in lines[1]
+    assert any(line.startswith("bad.yaml:9: rules[1].when: ") for line in lines)
+    assert any(line == "bad.yaml:11: rules[1].colour: unknown field" for line in lines), lines
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_check_refuses_a_python_tag_without_running_it(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    (tmp_path / "evil.yaml").write_text(
+        f"rules: !!python/object/apply:os.system ['touch {marker}']\n"
+    )
+    result = cloudpilot("check", "evil.yaml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.startswith("evil.yaml:1: ")
+    assert not marker.exists()
+    assert "Traceback" not in result.stderr
+
+
+def test_check_validates_the_config_and_its_rules(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(
+        "rules:\n  - name: r\n    on: seeweb.log\n    do: [{log: {message: hi}}]\n"
+    )
+    (tmp_path / "cloudpilot.toml").write_text('[poll]\nlogs = "1m"\n')
+    ok = cloudpilot("check", "--config", str(tmp_path / "cloudpilot.toml"))
+    assert (ok.returncode, ok.stdout) == (0, "ok: 1 rules in 1 files\n")
+    (tmp_path / "cloudpilot.toml").write_text('[poll]\nlogz = "1m"\n')
+    bad = cloudpilot("check", "--config", str(tmp_path / "cloudpilot.toml"))
+    assert bad.returncode == 1
+    assert bad.stdout == f"{tmp_path / 'cloudpilot.toml'}:2: poll.logz: unknown key\n"
+
+
+def test_schema_prints_the_json_schema_of_rule_files() -> None:
+    result = cloudpilot("schema")
+    assert result.returncode == 0
+    schema = json.loads(result.stdout)
+    assert "rules" in schema["properties"]
+    assert "webhook" in result.stdout and "log" in result.stdout
+
+
+def test_run_exits_78_on_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "cloudpilot.toml").write_text('[poll]\nactions = "often"\n')
+    result = cloudpilot("run", "--config", str(tmp_path / "cloudpilot.toml"))
+    assert result.returncode == 78
+    assert "poll.actions: not a duration: 'often'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_exits_78_on_a_broken_rule_file(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text("rules:\n  - name: r\n")
+    (tmp_path / "cloudpilot.toml").write_text(
+        '[http]\nlisten = "127.0.0.1:0"\n[state]\npath = "state.db"\n'
+    )
+    result = cloudpilot("run", "--config", str(tmp_path / "cloudpilot.toml"))
+    assert result.returncode == 78
+    assert "r.yaml:2: rules[0].do: required" in result.stderr
+    assert "Traceback" not in result.stderr

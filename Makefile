@@ -48,6 +48,8 @@ test: lint typecheck
 bench: $(BIN)/cloudpilot
 	$(BIN)/python -m bench.simulator
 	$(BIN)/python -m bench.client_sweep
+	$(BIN)/python -m bench.engine
+	$(BIN)/python -m bench.daemon
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -47,6 +47,12 @@ Logger = structlog.typing.FilteringBoundLogger
 # Seen event keys are kept well past the point where any source could bring them again.
 SEEN_RETENTION = timedelta(days=30)
 PRUNE_EVERY_S = 3600.0
+MAX_EVENT_TYPES = 100
+# A batch is a few SQLite statements; this bounds the wait only if the disk hangs.
+BATCH_FINISH_S = 2.0
+# Stages of a stop: polls 5 s, batches 2 s, actions `[shutdown] grace` (at most 15 s) plus 1 s
+# to unwind, HTTP 5 s: inside the unit's TimeoutStopSec=30s even when every stage times out.
+POLL_STOP_S = 5.0
 
 
 class _EngineMetrics(EngineObserver):
@@ -104,6 +110,10 @@ class Daemon:
         self._scheduler: PollScheduler | None = None
         self._http_port: int | None = None
         self._last_prune = float("-inf")
+        self._batches: set[asyncio.Task[None]] = set()
+        self._polled: set[str] = set()
+        self._source_names: frozenset[str] = frozenset()
+        self._event_types: set[str] = set()
         self._stopping = False
 
     # --- parts, available after start() ----------------------------------------------------------
@@ -154,18 +164,9 @@ class Daemon:
             )
             self._rules_loaded(rules)
             jobs = [self._job(source) for source in self._sources()]
-            self._scheduler = PollScheduler(jobs, log=self.log)
-            self.readiness.expect_sources([job.name for job in jobs])
-            self._runner = Runner(
-                store=self.store,
-                registry=actions,
-                metrics=self.metrics,
-                clock=self.clock,
-                log=self.log,
-                options=self.engine.run_options,
-                sources_ready=self._scheduler.polled_once,
-            )
-            await self._runner.start()
+            self._scheduler = PollScheduler(jobs, log=self.log, stop_timeout=POLL_STOP_S)
+            self._source_names = frozenset(job.name for job in jobs)
+            self.readiness.expect_sources(sorted(self._source_names))
             app = build_http_app(
                 metrics=self.metrics,
                 readiness=self.readiness,
@@ -174,7 +175,19 @@ class Daemon:
             )
             runner, self._http_port = await start_http(app, self.listen.host, self.listen.port)
             self._stack.push_async_callback(runner.cleanup)
+            self._runner = Runner(
+                store=self.store,
+                registry=actions,
+                metrics=self.metrics,
+                clock=self.clock,
+                log=self.log,
+                options=self.engine.run_options,
+                sources_ready=self._sources_ready,
+            )
+            await self._runner.start()
         except BaseException:
+            if self._runner is not None:
+                await self._runner.drain(0)
             await self._stack.aclose()
             raise
         self.log.info(
@@ -201,6 +214,8 @@ class Daemon:
         self.log.info("daemon_stopping")
         if self._scheduler is not None:
             await self._scheduler.stop()
+        if self._batches:
+            await asyncio.wait(set(self._batches), timeout=BATCH_FINISH_S)
         if self._runner is not None:
             await self._runner.drain(self.config.model.shutdown.grace)
         await self._stack.aclose()
@@ -220,7 +235,7 @@ class Daemon:
         assert self._actions is not None
         try:
             rules = load_rules(self.config.rule_paths, self._actions.params_models())
-        except ConfigError as exc:
+        except (ConfigError, OSError) as exc:
             self.metrics.rule_reloads.labels("error").inc()
             self.log.error("rules_reload_failed", error=str(exc), kept=len(self.engine.rules))
             return False
@@ -237,7 +252,17 @@ class Daemon:
     # --- the pipeline ----------------------------------------------------------------------------
 
     async def on_batch(self, source: str, events: list[Event], cursor: Cursor) -> None:
-        """Store one poll's events and decisions in one transaction, then hand decisions over."""
+        """Store one poll's events and decisions in one transaction, then hand decisions over.
+
+        The work runs shielded: a poll timeout or a shutdown that cancels the tick must not
+        separate a committed transaction from the engine memory and hand-off that follow it.
+        """
+        task = asyncio.get_running_loop().create_task(self._store_batch(source, events, cursor))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+        await asyncio.shield(task)
+
+    async def _store_batch(self, source: str, events: list[Event], cursor: Cursor) -> None:
         now = self.clock.now()
         async with self.store.batch() as batch:
             unseen = await batch.unseen([event.key for event in events])
@@ -256,11 +281,23 @@ class Daemon:
                 await batch.drop_memory(evaluation.drop)
         self.engine.apply(evaluation)
         for event in fresh:
-            self.metrics.events.labels(event.type).inc()
+            self.metrics.events.labels(self._event_label(event.type)).inc()
+        self._polled.add(source)
         self.readiness.source_polled(source)
         self.runner.sources_polled()
         self._submit(recorded)
         await self._prune_seen()
+
+    def _event_label(self, event_type: str) -> str:
+        # Event types partly come from provider text (k8sgpu event kinds): bound the label set.
+        if event_type in self._event_types or len(self._event_types) < MAX_EVENT_TYPES:
+            self._event_types.add(event_type)
+            return event_type
+        return "other"
+
+    def _sources_ready(self, names: frozenset[str]) -> bool:
+        """Return whether each named, configured source has had a batch committed since start."""
+        return all(name in self._polled for name in names if name in self._source_names)
 
     def _submit(self, decisions: Sequence[Decision]) -> None:
         if decisions:
@@ -279,7 +316,7 @@ class Daemon:
 
     def healthy(self) -> bool:
         """Return whether the daemon is working: not stopping, and its scheduler is running."""
-        return not self._stopping and self._scheduler is not None
+        return not self._stopping and self._scheduler is not None and self._scheduler.running
 
     def status(self) -> dict[str, Any]:
         """Return what `/status` shows: version, rules, sources and open ledger entries."""

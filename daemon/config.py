@@ -27,6 +27,7 @@ from daemon.providers.base import Secret
 
 DEFAULT_CONFIG_PATH = Path("/etc/cloudpilot/cloudpilot.toml")
 MAX_SECRET_BYTES = 64 * 1024
+MAX_GRACE_S = 15.0
 
 
 def _positive(value: float) -> float:
@@ -119,10 +120,17 @@ class EngineConfig(_Section):
     stale_after: Interval = 3600.0
 
 
+def _fits_the_stop_timeout(value: float) -> float:
+    # The unit's TimeoutStopSec=30s must also cover stopping the polls and closing the store.
+    if value > MAX_GRACE_S:
+        raise ValueError(f"must be at most {MAX_GRACE_S:g}s, to stop inside systemd's timeout")
+    return value
+
+
 class ShutdownConfig(_Section):
     """How long a stop waits for running actions before cancelling them."""
 
-    grace: Interval = 10.0
+    grace: Annotated[Interval, AfterValidator(_fits_the_stop_timeout)] = 10.0
 
 
 class NotifierConfig(_Section):

@@ -32,6 +32,10 @@ _DETAIL_LIMIT = 300
 _SINGLE_BUSY = "rule busy (concurrency: single)"
 
 
+# How long cancelled actions get to unwind; the stop as a whole must fit TimeoutStopSec.
+CANCEL_WAIT_S = 1.0
+
+
 class RunOptions(Protocol):
     """How one rule's actions run: concurrency mode, parallel limit and timeout."""
 
@@ -228,7 +232,7 @@ class Runner:
             task.cancel()
         if pending:
             # Bounded as well: an action that swallows cancellation must not hang the stop.
-            _, stuck = await asyncio.wait(pending, timeout=max(1.0, grace))
+            _, stuck = await asyncio.wait(pending, timeout=CANCEL_WAIT_S)
             self._log.warning("actions_cancelled", count=len(pending), ignored_cancel=len(stuck))
         self._log.info("runner_drained")
 

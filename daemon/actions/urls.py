@@ -58,10 +58,25 @@ def parse_address(host: str) -> IPAddress | None:
     return address
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """Return the IPv4 address an IPv6 form carries (mapped, NAT64, 6to4, compatible), if any."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64 or (address in _IPV4_COMPATIBLE and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def address_refusal(address: IPAddress) -> str | None:
     """Return why requests to `address` are refused, or None when it is allowed."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        address = _embedded_ipv4(address) or address
     if address in _METADATA_ADDRESSES:
         return "a cloud metadata address"
     if address in _LINK_LOCAL_V4 or address in _LINK_LOCAL_V6:

@@ -480,13 +480,18 @@ def _rule_files(paths: Sequence[Path], problems: list[Problem]) -> Iterator[tupl
     seen: set[Path] = set()
     for given in paths:
         if given.is_dir():
-            children = sorted(
-                child
-                for child in given.iterdir()
-                if child.suffix in RULE_FILE_SUFFIXES
-                and not child.name.startswith(".")
-                and child.is_file()
-            )
+            try:
+                children = sorted(
+                    child
+                    for child in given.iterdir()
+                    if child.suffix in RULE_FILE_SUFFIXES
+                    and not child.name.startswith(".")
+                    and child.is_file()
+                )
+            except OSError as exc:
+                reason = f"cannot read the folder: {exc.strerror or exc}"
+                problems.append(Problem(str(given), None, "file", reason))
+                continue
         elif given.exists():
             children = [given]
         else:

@@ -30,6 +30,27 @@ async def start(sim: Simulation, listen: Listen) -> tuple[web.AppRunner, str]:
     return runner, f"http://{host}:{port}"
 
 
+STARTER_RULES = """\
+# Written by `cloudpilot simulator --config-out`: rules to watch the simulator with.
+# Inject a failure with: curl -X POST URL/_sim/actions -d '{"resource": "ec200001",
+#   "type": "power_off", "outcome": "failed", "duration_s": 30}'
+rules:
+  - name: failed-actions
+    on: seeweb.action.failed
+    throttle: {once_within: 30m, group_by: [resource, data.type]}
+    do:
+      - log: {message: a Seeweb action failed, level: error}
+  - name: stuck-actions
+    on: seeweb.action.stuck
+    do:
+      - log: {message: a Seeweb action is stuck, level: warning}
+  - name: failed-gpu-pods
+    on: k8sgpu.pod.failed
+    do:
+      - log: {message: a GPU pod failed, level: error}
+"""
+
+
 def write_config(path: Path, url: str, credentials: Credentials) -> None:
     """Write a cloudpilot.toml for this simulator and its credential files beside it (mode 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,6 +59,10 @@ def write_config(path: Path, url: str, credentials: Credentials) -> None:
         "k8sgpu-password": credentials.password,
         "glesys-key": credentials.api_token,
     }
+    rules = path.parent / "rules"
+    if not rules.exists():
+        rules.mkdir()
+        (rules / "simulator.yaml").write_text(STARTER_RULES, encoding="utf-8")
     for name, value in secrets.items():
         secret_path = path.parent / name
         fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -66,6 +91,15 @@ password_file = "k8sgpu-password"
 url = "{url}/glesys"
 project = "{credentials.glesys_project}"
 key_file = "glesys-key"
+
+[poll]
+# Faster than the production defaults: a simulator answers at once and costs nothing.
+actions = "5s"
+logs = "10s"
+metrics = "30s"
+k8sgpu = "10s"
+billing = "1m"
+glesys = "10s"
 """,
         encoding="utf-8",
     )

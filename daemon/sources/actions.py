@@ -41,8 +41,11 @@ class ActionsSource:
     async def poll(self, cursor: Cursor | None) -> tuple[list[Event], Cursor]:
         """Return events for new actions and for open ones that ended or got stuck."""
         now = self._clock.now()
-        new, high_water = await walk(
-            lambda mark: new_actions(self._client, mark, max_pages=self._max_pages), cursor
+        new, high_water, gaps = await walk(
+            lambda mark: new_actions(self._client, mark, max_pages=self._max_pages),
+            cursor,
+            source=self.name,
+            now=now,
         )
         # Open actions map id -> when they began, so a restart still knows how long they ran.
         open_since = cursor_map(cursor, "open")
@@ -74,7 +77,7 @@ class ActionsSource:
                 events.append(
                     self._event(current[action_id], "stuck", now, in_progress_s=round(running_s, 1))
                 )
-        return events, {
+        return gaps + events, {
             "high_water": high_water,
             "open": open_since,
             "stuck": sorted(stuck & open_since.keys(), key=int),

@@ -59,20 +59,38 @@ def cursor_set(cursor: Cursor | None, key: str) -> set[str]:
 
 
 async def walk(
-    fetch: Callable[[int], Awaitable[tuple[list[T], int]]], cursor: Cursor | None
-) -> tuple[list[T], int]:
-    """Return the items above the cursor's high-water mark, oldest first, and the new mark.
+    fetch: Callable[[int], Awaitable[tuple[list[T], int]]],
+    cursor: Cursor | None,
+    *,
+    source: str,
+    now: datetime,
+) -> tuple[list[T], int, list[Event]]:
+    """Return the items above the cursor's high-water mark, oldest first, the new mark, and gaps.
 
     Before the first poll there is no mark to reach: a walk that runs out of pages has then only
-    left out old history, so what it saw is kept. Later, running out of pages means a gap, and
-    the PaginationLimitError goes up rather than skip items.
+    left out old history, so what it saw is kept. Later, running out of pages means more arrived
+    than the page bound allows (e.g. after a long outage): the walk keeps what it saw and returns
+    one `cloudpilot.gap` event naming the ids it may have missed, rather than stop the source for
+    good or skip them silently.
     """
+    mark = cursor_int(cursor, "high_water")
     try:
-        return await fetch(cursor_int(cursor, "high_water"))
+        items, high_water = await fetch(mark)
     except PaginationLimitError as exc:
-        if cursor is not None:
-            raise
-        return list(exc.items), exc.high_water
+        if cursor is None:
+            return list(exc.items), exc.high_water, []
+        ids = [getattr(item, "id", item) for item in exc.items]
+        first = min((i for i in ids if isinstance(i, int)), default=exc.high_water)
+        gap = Event(
+            type="cloudpilot.gap",
+            key=f"{source}.gap:{mark}-{first}",
+            time=now,
+            resource=source,
+            data={"source": source, "after_id": mark, "before_id": first, "detail": str(exc)},
+            source=source,
+        )
+        return list(exc.items), exc.high_water, [gap]
+    return items, high_water, []
 
 
 async def gather_limited(calls: Sequence[Callable[[], Awaitable[T]]], limit: int) -> list[T]:

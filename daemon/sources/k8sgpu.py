@@ -41,8 +41,11 @@ class K8sGpuSource:
     async def poll(self, cursor: Cursor | None) -> tuple[list[Event], Cursor]:
         """Return new pod events and one `k8sgpu.pod.failed` per pod newly seen failed."""
         now = self._clock.now()
-        found, high_water = await walk(
-            lambda mark: new_events(self._client, mark, max_pages=self._max_pages), cursor
+        found, high_water, gaps = await walk(
+            lambda mark: new_events(self._client, mark, max_pages=self._max_pages),
+            cursor,
+            source=self.name,
+            now=now,
         )
         events = [self._gpu_event(e, now) for e in found]
         pods = [pod_fact(p, now) for p in await self._client.list_pods()]
@@ -55,7 +58,7 @@ class K8sGpuSource:
                     events.append(self._failed(pod, now))
         self._update_pods(pods)
         # Pods gone from the listing drop out of the cursor, which keeps it bounded.
-        return events, {"high_water": high_water, "failed": sorted(failed)}
+        return gaps + events, {"high_water": high_water, "failed": sorted(failed)}
 
     def _update_pods(self, pods: list[PodFact]) -> None:
         before = self._facts.pods_online()

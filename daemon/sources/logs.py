@@ -31,8 +31,11 @@ class LogsSource:
     async def poll(self, cursor: Cursor | None) -> tuple[list[Event], Cursor]:
         """Return an event per log line newer than the cursor's high-water mark."""
         now = self._clock.now()
-        entries, high_water = await walk(
-            lambda mark: new_logs(self._client, mark, max_pages=self._max_pages), cursor
+        entries, high_water, gaps = await walk(
+            lambda mark: new_logs(self._client, mark, max_pages=self._max_pages),
+            cursor,
+            source=self.name,
+            now=now,
         )
         events = [
             Event(
@@ -45,7 +48,7 @@ class LogsSource:
             )
             for entry in entries
         ]
-        return events, {"high_water": high_water}
+        return gaps + events, {"high_water": high_water}
 
 
 def log_data(entry: LogEntry) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -331,7 +332,7 @@ class SqliteStore:
             self._batch_task = asyncio.current_task()
             batch = _SqliteBatch(db, self._path, self._clock)
             try:
-                await db.execute("BEGIN IMMEDIATE")
+                await _uninterrupted(db, "BEGIN IMMEDIATE")
                 try:
                     yield batch
                 except BaseException:
@@ -340,7 +341,7 @@ class SqliteStore:
                     raise
                 batch.active = False
                 try:
-                    await db.execute("COMMIT")
+                    await _uninterrupted(db, "COMMIT")
                 except sqlite3.Error:
                     await _rollback(db)
                     raise
@@ -492,6 +493,24 @@ async def _all(
 async def _change(db: aiosqlite.Connection, sql: str, args: Sequence[Any]) -> int:
     async with db.execute(sql, args) as cursor:
         return cursor.rowcount
+
+
+async def _uninterrupted(db: aiosqlite.Connection, statement: str) -> None:
+    """Run BEGIN or COMMIT to its end even if the caller is cancelled meanwhile.
+
+    aiosqlite runs the statement in its thread whatever happens to the awaiting task, so a
+    cancelled BEGIN would otherwise leave a transaction open that no one rolls back, and a
+    cancelled COMMIT would land while its caller believes it failed.
+    """
+    running = asyncio.ensure_future(db.execute(statement))
+    try:
+        await asyncio.shield(running)
+    except asyncio.CancelledError:
+        with contextlib.suppress(sqlite3.Error):
+            await running
+        if statement.startswith("BEGIN"):
+            await _rollback(db)
+        raise
 
 
 async def _rollback(db: aiosqlite.Connection) -> None:

@@ -119,7 +119,8 @@ async def settle(daemon: Daemon) -> None:
 async def test_a_failed_action_is_delivered_exactly_once_across_a_restart(
     world: World, receiver: Receiver
 ) -> None:
-    async with world.daemon() as daemon:
+    registry = CollectorRegistry()
+    async with world.daemon(registry) as daemon:
         await daemon.poll_once()
         await world.fail_action("ec300001")
         await world.advance(60)
@@ -133,6 +134,14 @@ async def test_a_failed_action_is_delivered_exactly_once_across_a_restart(
     assert delivered["rule"] == "page-failed-actions"
     assert delivered["event"]["type"] == "seeweb.action.failed"
     assert delivered["event"]["resource"] == "ec300001"
+    counted = {
+        "cloudpilot_events_total": {"type": "seeweb.action.failed"},
+        "cloudpilot_rule_matches_total": {"rule": "page-failed-actions"},
+        "cloudpilot_decisions_total": {"rule": "page-failed-actions", "mode": "enforce"},
+        "cloudpilot_actions_total": {"action": "webhook", "outcome": "done"},
+    }
+    for name, labels in counted.items():
+        assert registry.get_sample_value(name, labels) == 1.0, name
 
     async with world.daemon() as daemon:
         await daemon.poll_once()

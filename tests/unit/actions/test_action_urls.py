@@ -60,6 +60,9 @@ def test_allowed_urls(url: str) -> None:
         ("https://224.0.0.1/", "224.0.0.1 is a multicast address"),
         ("https://[ff02::1]/", "ff02::1 is a multicast address"),
         ("https://[::ffff:169.254.169.254]/", "169.254.169.254 is a cloud metadata address"),
+        ("https://[64:ff9b::a9fe:a9fe]/", "is a cloud metadata address"),  # NAT64
+        ("https://[2002:a9fe:a9fe::1]/", "is a cloud metadata address"),  # 6to4
+        ("https://[::a9fe:a9fe]/", "is a cloud metadata address"),  # IPv4-compatible
         (
             "https://metadata.google.internal/computeMetadata/v1/",
             "metadata.google.internal is a cloud metadata service",

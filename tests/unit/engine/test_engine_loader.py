@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +286,19 @@ def test_schema_describes_rules_and_each_actions_params() -> None:
     assert "url" in schema["$defs"]["WebhookParams"]["properties"]
     duration = rule["properties"]["timeout"]
     assert {"type": "string", "pattern": duration["anyOf"][0]["pattern"]} in duration["anyOf"]
+
+
+def test_an_unreadable_rules_folder_is_a_problem_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "rules"
+    folder.mkdir()
+
+    def refuse(self: Path) -> Iterator[Path]:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    problems = check_rules([folder], {})
+    assert [str(problem) for problem in problems] == [
+        f"{folder}: file: cannot read the folder: Permission denied"
+    ]

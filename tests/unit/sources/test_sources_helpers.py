@@ -19,13 +19,24 @@ def limit_error() -> PaginationLimitError[int]:
     )
 
 
-async def test_walk_keeps_a_partial_first_walk_and_raises_on_a_gap_later() -> None:
+NOW = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
+
+
+async def test_walk_keeps_a_partial_first_walk_and_reports_a_gap_later() -> None:
     async def too_long(mark: int) -> tuple[list[int], int]:
         raise limit_error()
 
-    assert await walk(too_long, None) == ([7, 8, 9], 9)
-    with pytest.raises(PaginationLimitError):
-        await walk(too_long, {"high_water": 3})
+    assert await walk(too_long, None, source="logs", now=NOW) == ([7, 8, 9], 9, [])
+    items, mark, gaps = await walk(too_long, {"high_water": 3}, source="logs", now=NOW)
+    assert (items, mark) == ([7, 8, 9], 9)
+    (gap,) = gaps
+    assert (gap.type, gap.key, gap.time, gap.resource) == (
+        "cloudpilot.gap",
+        "logs.gap:3-7",
+        NOW,
+        "logs",
+    )
+    assert (gap.data["after_id"], gap.data["before_id"]) == (3, 7)
 
 
 async def test_walk_passes_the_high_water_mark() -> None:
@@ -35,8 +46,8 @@ async def test_walk_passes_the_high_water_mark() -> None:
         marks.append(mark)
         return [], mark
 
-    await walk(fetch, None)
-    await walk(fetch, {"high_water": 42})
+    await walk(fetch, None, source="logs", now=NOW)
+    await walk(fetch, {"high_water": 42}, source="logs", now=NOW)
     assert marks == [0, 42]
 
 

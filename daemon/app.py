@@ -111,8 +111,6 @@ class Daemon:
         self._http_port: int | None = None
         self._last_prune = float("-inf")
         self._batches: set[asyncio.Task[None]] = set()
-        self._polled: set[str] = set()
-        self._source_names: frozenset[str] = frozenset()
         self._event_types: set[str] = set()
         self._stopping = False
 
@@ -165,8 +163,7 @@ class Daemon:
             self._rules_loaded(rules)
             jobs = [self._job(source) for source in self._sources()]
             self._scheduler = PollScheduler(jobs, log=self.log, stop_timeout=POLL_STOP_S)
-            self._source_names = frozenset(job.name for job in jobs)
-            self.readiness.expect_sources(sorted(self._source_names))
+            self.readiness.expect_sources(sorted(job.name for job in jobs))
             app = build_http_app(
                 metrics=self.metrics,
                 readiness=self.readiness,
@@ -182,7 +179,8 @@ class Daemon:
                 clock=self.clock,
                 log=self.log,
                 options=self.engine.run_options,
-                sources_ready=self._sources_ready,
+                # A source counts once a batch of it has committed since start.
+                sources_ready=self.readiness.polled,
             )
             await self._runner.start()
         except BaseException:
@@ -282,7 +280,6 @@ class Daemon:
         self.engine.apply(evaluation)
         for event in fresh:
             self.metrics.events.labels(self._event_label(event.type)).inc()
-        self._polled.add(source)
         self.readiness.source_polled(source)
         self.runner.sources_polled()
         self._submit(recorded)
@@ -294,10 +291,6 @@ class Daemon:
             self._event_types.add(event_type)
             return event_type
         return "other"
-
-    def _sources_ready(self, names: frozenset[str]) -> bool:
-        """Return whether each named, configured source has had a batch committed since start."""
-        return all(name in self._polled for name in names if name in self._source_names)
 
     def _submit(self, decisions: Sequence[Decision]) -> None:
         if decisions:

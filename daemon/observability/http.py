@@ -35,6 +35,10 @@ class Readiness:
         """Record that a source completed a successful poll."""
         self._polled.add(source)
 
+    def polled(self, sources: Iterable[str]) -> bool:
+        """Return whether each named source has polled; sources not expected are ignored."""
+        return all(name in self._polled for name in sources if name in self._expected)
+
     @property
     def ready(self) -> bool:
         """Return whether nothing is missing."""

@@ -55,3 +55,13 @@ def test_a_source_polled_before_it_was_expected_still_counts() -> None:
     readiness.expect_sources(["actions"])
 
     assert readiness.ready
+
+
+def test_polled_answers_for_the_expected_sources_named() -> None:
+    readiness = Readiness(["actions", "metrics"])
+    readiness.source_polled("actions")
+    assert readiness.polled(["actions"])
+    assert not readiness.polled(["actions", "metrics"])
+    assert readiness.polled(["actions", "glesys"])  # not configured: nothing to wait for
+    readiness.source_polled("metrics")
+    assert readiness.polled(frozenset({"actions", "metrics"}))

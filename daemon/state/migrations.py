@@ -79,6 +79,28 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (rule, scope, month)
     ) STRICT, WITHOUT ROWID;
     """,
+    # 2: alerts resolve by rule and `resolve.same` values; notifications wait in an outbox.
+    """
+    ALTER TABLE alerts ADD COLUMN resolve_key TEXT NOT NULL DEFAULT '';  -- JSON text, or ''
+    CREATE INDEX alerts_by_resolve_key ON alerts (rule, resolve_key, status);
+
+    -- AUTOINCREMENT: an id is never reused, so a stale id never reaches a newer delivery.
+    CREATE TABLE outbox (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        destination     TEXT NOT NULL,          -- a route, or <route>#<n>
+        delivery_key    TEXT NOT NULL,          -- unique per destination: enqueue is idempotent
+        alert_key       TEXT NOT NULL,          -- Notification.alert_key
+        notification    TEXT NOT NULL,          -- JSON of Notification.as_dict()
+        created_at      TEXT NOT NULL,
+        next_at         TEXT NOT NULL,          -- due at or after this time
+        attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+        last_error      TEXT NOT NULL DEFAULT '',
+        UNIQUE (destination, delivery_key)
+    ) STRICT;
+    CREATE INDEX outbox_by_due ON outbox (destination, next_at, id);
+    -- Each alert's notifications go out in order: only its oldest queued one is sendable.
+    CREATE INDEX outbox_by_alert ON outbox (destination, alert_key, id);
+    """,
 )
 
 LATEST = len(MIGRATIONS)

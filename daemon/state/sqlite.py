@@ -17,6 +17,7 @@ import aiosqlite
 
 from daemon.clock import Clock, SystemClock
 from daemon.models import Decision, Mode
+from daemon.notify.model import Delivery, Notification
 from daemon.state.codec import (
     decode_event,
     decode_value,
@@ -41,11 +42,16 @@ from daemon.state.store import (
 IN_CHUNK = 500
 """The most keys one `IN (...)` query carries; SQLite limits the bound parameters per query."""
 
+ERROR_LIMIT = 300
+"""The most characters of a failed delivery's error the outbox keeps."""
+
 _FINISHED = (LedgerState.DONE, LedgerState.FAILED, LedgerState.SKIPPED)
 _OPEN = (LedgerState.INTENT.value, LedgerState.STARTED.value)
 _LEDGER_COLUMNS = (
     "key, rule, action, mode, params, event, decided_at, state, attempts, detail, updated_at"
 )
+_ALERT_COLUMNS = "key, rule, status, started_at, updated_at, data, resolve_key"
+_OUTBOX_COLUMNS = "id, destination, notification, created_at, next_at, attempts, last_error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,13 @@ class Durability:
 
     journal_mode: str  # "wal"
     synchronous: int  # 2 = FULL
+
+
+# A delivery with no older one queued for the same alert and destination.
+_OLDEST_OF_ITS_ALERT = (
+    "NOT EXISTS (SELECT 1 FROM outbox AS older WHERE older.destination = o.destination"
+    " AND older.alert_key = o.alert_key AND older.id < o.id)"
+)
 
 
 class SqliteStore:
@@ -172,20 +185,9 @@ class SqliteStore:
 
     async def mark_finished(self, key: str, state: LedgerState, detail: str, now: datetime) -> None:
         """Move an open entry to DONE, FAILED or SKIPPED with a short detail."""
-        if state not in _FINISHED:
-            raise ValueError(
-                f"ledger entry {key!r}: {state!r} does not finish an entry"
-                " (use done, failed or skipped)"
-            )
+        _require_finishing(key, state)
         async with self._exclusive(f"finish ledger entry {key!r}") as db:
-            changed = await _change(
-                db,
-                "UPDATE ledger SET state = ?, detail = ?, updated_at = ?"
-                " WHERE key = ? AND state IN (?, ?)",
-                (LedgerState(state).value, detail, utc_text(now, "now"), key, *_OPEN),
-            )
-            if not changed:
-                await _refuse_transition(db, key, LedgerState(state))
+            await _finish(db, key, state, detail, now)
 
     async def prune_seen(self, older_than: datetime) -> int:
         """Forget seen keys marked before `older_than`; return how many."""
@@ -197,40 +199,44 @@ class SqliteStore:
     async def get_alert(self, key: str) -> AlertRecord | None:
         """Return one alert's state."""
         async with self._exclusive(f"read alert {key!r}") as db:
-            row = await _one(
-                db,
-                "SELECT key, rule, status, started_at, updated_at, data FROM alerts WHERE key = ?",
-                (key,),
-            )
-        return None if row is None else _alert(row)
+            return await _get_alert(db, key)
 
     async def put_alert(self, alert: AlertRecord) -> None:
         """Insert or replace one alert's state."""
-        where = f"alert {alert.key!r}"
-        values = (
-            alert.key,
-            alert.rule,
-            alert.status,
-            utc_text(alert.started_at, f"{where} started_at"),
-            utc_text(alert.updated_at, f"{where} updated_at"),
-            encode_value(alert.data, f"{where} data"),
-        )
-        async with self._exclusive(f"write {where}") as db:
-            await db.execute(
-                "INSERT OR REPLACE INTO alerts (key, rule, status, started_at, updated_at, data)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                values,
-            )
+        values = _alert_values(alert)
+        async with self._exclusive(f"write alert {alert.key!r}") as db:
+            await _put_alert(db, values)
 
     async def firing_alerts(self) -> list[AlertRecord]:
         """Return the alerts currently firing, oldest first."""
         async with self._exclusive("read firing alerts") as db:
             rows = await _all(
                 db,
-                "SELECT key, rule, status, started_at, updated_at, data FROM alerts"
+                f"SELECT {_ALERT_COLUMNS} FROM alerts"  # noqa: S608
                 " WHERE status = 'firing' ORDER BY started_at, key",
             )
         return [_alert(row) for row in rows]
+
+    async def alerts_to_refresh(self, resolved_since: datetime) -> list[AlertRecord]:
+        """Return the firing alerts and those resolved since `resolved_since`, oldest first."""
+        since = utc_text(resolved_since, "resolved_since")
+        async with self._exclusive("read alerts to refresh") as db:
+            rows = await _all(
+                db,
+                f"SELECT {_ALERT_COLUMNS} FROM alerts"  # noqa: S608
+                " WHERE status = 'firing' OR (status = 'resolved' AND updated_at >= ?)"
+                " ORDER BY started_at, key",
+                (since,),
+            )
+        return [_alert(row) for row in rows]
+
+    async def prune_alerts(self, resolved_before: datetime) -> int:
+        """Forget alerts resolved before `resolved_before`; return how many."""
+        before = utc_text(resolved_before, "resolved_before")
+        async with self._exclusive("prune resolved alerts") as db:
+            return await _change(
+                db, "DELETE FROM alerts WHERE status = 'resolved' AND updated_at < ?", (before,)
+            )
 
     async def get_budget(self, rule: str, scope: str, month: str) -> BudgetRecord | None:
         """Return a budget's state for one month."""
@@ -262,6 +268,64 @@ class SqliteStore:
                 " VALUES (?, ?, ?, ?, ?)",
                 values,
             )
+
+    async def due_deliveries(
+        self, destination: str, now: datetime, limit: int = 10
+    ) -> list[Delivery]:
+        """Return up to `limit` of a destination's deliveries due at `now`, oldest first.
+
+        Only each alert's oldest queued delivery is returned: a resolved notification waits
+        while its firing one is being retried, and other alerts' deliveries go on meanwhile.
+        """
+        at = utc_text(now, "now")
+        async with self._exclusive(f"read the deliveries due to {destination!r}") as db:
+            rows = await _all(
+                db,
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox AS o"  # noqa: S608
+                f" WHERE destination = ? AND next_at <= ? AND {_OLDEST_OF_ITS_ALERT}"
+                " ORDER BY id LIMIT ?",
+                (destination, at, limit),
+            )
+        return [_delivery(row) for row in rows]
+
+    async def next_delivery_at(self, destination: str) -> datetime | None:
+        """Return when the destination's next sendable delivery falls due (perhaps already)."""
+        async with self._exclusive(f"read the next delivery to {destination!r}") as db:
+            row = await _one(
+                db,
+                "SELECT min(next_at) FROM outbox AS o"  # noqa: S608
+                f" WHERE destination = ? AND {_OLDEST_OF_ITS_ALERT}",
+                (destination,),
+            )
+        return None if row is None or row[0] is None else parse_utc(row[0])
+
+    async def remove_delivery(self, delivery_id: int) -> None:
+        """Remove a delivery: accepted, refused for good, or given up on; a missing one is fine."""
+        async with self._exclusive(f"remove delivery {delivery_id}") as db:
+            await db.execute("DELETE FROM outbox WHERE id = ?", (delivery_id,))
+
+    async def postpone_delivery(self, delivery_id: int, next_at: datetime, error: str) -> None:
+        """Count a failed attempt, keep the error's head and make the delivery due at `next_at`.
+
+        A delivery no longer queued (removed meanwhile) is left alone.
+        """
+        at = utc_text(next_at, "next_at")
+        async with self._exclusive(f"postpone delivery {delivery_id}") as db:
+            await db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ?"
+                " WHERE id = ?",
+                (at, error[:ERROR_LIMIT], delivery_id),
+            )
+
+    async def pending_deliveries(self) -> dict[str, int]:
+        """Return how many deliveries each destination has queued (only those with any)."""
+        async with self._exclusive("count queued deliveries") as db:
+            rows = await _all(
+                db,
+                "SELECT destination, count(*) FROM outbox GROUP BY destination"
+                " ORDER BY destination",
+            )
+        return {str(destination): int(count) for destination, count in rows}
 
     async def integrity_check(self) -> str:
         """Return the database's own integrity verdict (`ok` when healthy)."""
@@ -455,6 +519,52 @@ class _SqliteBatch:
                 "DELETE FROM memory WHERE kind = ? AND rule = ? AND group_key = ?", rows
             )
 
+    async def mark_finished(self, key: str, state: LedgerState, detail: str, now: datetime) -> None:
+        """Move an open ledger entry to DONE, FAILED or SKIPPED with a short detail."""
+        _require_finishing(key, state)
+        with self._using(f"finish ledger entry {key!r}"):
+            await _finish(self._db, key, state, detail, now)
+
+    async def get_alert(self, key: str) -> AlertRecord | None:
+        """Return one alert's state, as this batch has left it so far."""
+        with self._using(f"read alert {key!r}"):
+            return await _get_alert(self._db, key)
+
+    async def put_alert(self, alert: AlertRecord) -> None:
+        """Insert or replace one alert's state."""
+        values = _alert_values(alert)
+        with self._using(f"write alert {alert.key!r}"):
+            await _put_alert(self._db, values)
+
+    async def firing_alerts_matching(self, rule: str, resolve_key: str) -> list[AlertRecord]:
+        """Return the rule's firing alerts whose `resolve_key` equals this one, oldest first."""
+        with self._using(f"read the firing alerts of {rule!r}"):
+            rows = await _all(
+                self._db,
+                f"SELECT {_ALERT_COLUMNS} FROM alerts"  # noqa: S608
+                " WHERE rule = ? AND resolve_key = ? AND status = 'firing'"
+                " ORDER BY started_at, key",
+                (rule, resolve_key),
+            )
+        return [_alert(row) for row in rows]
+
+    async def enqueue(
+        self, destination: str, delivery_key: str, notification: Notification, now: datetime
+    ) -> bool:
+        """Add a delivery to the outbox, due now; return False when the key is already queued."""
+        where = f"delivery {delivery_key!r} to {destination!r}"
+        at = utc_text(now, "now")
+        text = encode_value(notification.as_dict(), f"{where} notification")
+        with self._using(f"queue {where}"):
+            added = await _change(
+                self._db,
+                "INSERT INTO outbox (destination, delivery_key, alert_key, notification,"
+                " created_at, next_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (destination, delivery_key) DO NOTHING",
+                (destination, delivery_key, notification.alert_key, text, at, at),
+            )
+        return added > 0
+
     @contextmanager
     def _using(self, what: str) -> Iterator[None]:
         if not self.active:
@@ -518,6 +628,52 @@ async def _rollback(db: aiosqlite.Connection) -> None:
         await db.execute("ROLLBACK")
 
 
+def _require_finishing(key: str, state: LedgerState) -> None:
+    if state not in _FINISHED:
+        raise ValueError(
+            f"ledger entry {key!r}: {state!r} does not finish an entry"
+            " (use done, failed or skipped)"
+        )
+
+
+async def _finish(
+    db: aiosqlite.Connection, key: str, state: LedgerState, detail: str, now: datetime
+) -> None:
+    changed = await _change(
+        db,
+        "UPDATE ledger SET state = ?, detail = ?, updated_at = ? WHERE key = ? AND state IN (?, ?)",
+        (LedgerState(state).value, detail, utc_text(now, "now"), key, *_OPEN),
+    )
+    if not changed:
+        await _refuse_transition(db, key, LedgerState(state))
+
+
+async def _get_alert(db: aiosqlite.Connection, key: str) -> AlertRecord | None:
+    row = await _one(db, f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE key = ?", (key,))  # noqa: S608
+    return None if row is None else _alert(row)
+
+
+def _alert_values(alert: AlertRecord) -> tuple[str, ...]:
+    """Encode an alert before the lock is taken, so a bad value fails without touching the file."""
+    where = f"alert {alert.key!r}"
+    return (
+        alert.key,
+        alert.rule,
+        alert.status,
+        utc_text(alert.started_at, f"{where} started_at"),
+        utc_text(alert.updated_at, f"{where} updated_at"),
+        encode_value(alert.data, f"{where} data"),
+        alert.resolve_key,
+    )
+
+
+async def _put_alert(db: aiosqlite.Connection, values: tuple[str, ...]) -> None:
+    await db.execute(
+        f"INSERT OR REPLACE INTO alerts ({_ALERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+        values,
+    )
+
+
 async def _refuse_transition(db: aiosqlite.Connection, key: str, to: LedgerState) -> None:
     row = await _one(db, "SELECT state FROM ledger WHERE key = ?", (key,))
     if row is None:
@@ -540,7 +696,26 @@ def _ledger_entry(row: Sequence[Any]) -> LedgerEntry:
 
 
 def _alert(row: Sequence[Any]) -> AlertRecord:
-    key, rule, status, started_at, updated_at, data = row
+    key, rule, status, started_at, updated_at, data, resolve_key = row
     return AlertRecord(
-        key, rule, status, parse_utc(started_at), parse_utc(updated_at), decode_value(data)
+        key,
+        rule,
+        status,
+        parse_utc(started_at),
+        parse_utc(updated_at),
+        decode_value(data),
+        resolve_key,
+    )
+
+
+def _delivery(row: Sequence[Any]) -> Delivery:
+    delivery_id, destination, notification, created_at, next_at, attempts, last_error = row
+    return Delivery(
+        id=delivery_id,
+        destination=destination,
+        notification=Notification.from_dict(decode_value(notification)),
+        created_at=parse_utc(created_at),
+        next_at=parse_utc(next_at),
+        attempts=attempts,
+        last_error=last_error,
     )

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from daemon.errors import CloudpilotError
 from daemon.models import Decision
+from daemon.notify.model import Delivery, Notification
 
 
 class StateError(CloudpilotError):
@@ -59,6 +60,7 @@ class MemoryKind(StrEnum):
     FOR = "for"  # when the condition began to hold, per group
     THROTTLE = "throttle"  # when the rule last decided, per group
     COOLDOWN = "cooldown"  # when a policy last acted, per group
+    SEEN = "seen"  # when a `first_seen` rule last saw a combination of values
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +75,14 @@ class MemoryEntry:
 
 @dataclass(frozen=True, slots=True)
 class AlertRecord:
-    """The state of one alert, keyed by its stable dedup key."""
+    """The state of one alert, keyed by its identity (`<rule>/<group values>`).
+
+    `started_at` is when the current firing began; `updated_at` when the record last changed
+    (for a resolved alert: when it resolved). `resolve_key` is the JSON text of the firing
+    event's `resolve.same` values, which a resolving event must equal ("" when the alert has no
+    `resolve`). `data` holds what the alert book needs to resend or resolve it: the last
+    notification, the routes, the group and how often it fired.
+    """
 
     key: str
     rule: str
@@ -81,6 +90,7 @@ class AlertRecord:
     started_at: datetime
     updated_at: datetime
     data: Mapping[str, Any] = field(default_factory=dict)
+    resolve_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +132,28 @@ class Batch(Protocol):
 
     async def drop_memory(self, entries: Sequence[MemoryEntry]) -> None:
         """Forget timing memory (matched on kind, rule and group)."""
+        ...
+
+    async def mark_finished(self, key: str, state: LedgerState, detail: str, now: datetime) -> None:
+        """Move an open ledger entry to DONE, FAILED or SKIPPED, within this batch."""
+        ...
+
+    async def get_alert(self, key: str) -> AlertRecord | None:
+        """Return one alert's state."""
+        ...
+
+    async def put_alert(self, alert: AlertRecord) -> None:
+        """Insert or replace one alert's state."""
+        ...
+
+    async def firing_alerts_matching(self, rule: str, resolve_key: str) -> list[AlertRecord]:
+        """Return the rule's firing alerts whose `resolve_key` equals this one, oldest first."""
+        ...
+
+    async def enqueue(
+        self, destination: str, delivery_key: str, notification: Notification, now: datetime
+    ) -> bool:
+        """Add a delivery to the outbox, due now; return False when the key is already queued."""
         ...
 
 
@@ -190,6 +222,42 @@ class Store(Protocol):
 
     async def put_budget(self, record: BudgetRecord) -> None:
         """Insert or replace a budget's state for one month."""
+        ...
+
+    async def due_deliveries(
+        self, destination: str, now: datetime, limit: int = 10
+    ) -> list[Delivery]:
+        """Return a destination's deliveries due at `now`, oldest first.
+
+        Only each alert's oldest queued delivery counts: the others wait behind it, in order.
+        """
+        ...
+
+    async def next_delivery_at(self, destination: str) -> datetime | None:
+        """Return when the destination's next sendable delivery falls due (it may have passed).
+
+        None when nothing is queued.
+        """
+        ...
+
+    async def remove_delivery(self, delivery_id: int) -> None:
+        """Remove a delivery: accepted, refused for good, or given up on; an unknown id is fine."""
+        ...
+
+    async def postpone_delivery(self, delivery_id: int, next_at: datetime, error: str) -> None:
+        """Count a failed attempt and make the delivery due again at `next_at` (if still queued)."""
+        ...
+
+    async def pending_deliveries(self) -> dict[str, int]:
+        """Return how many deliveries each destination has queued."""
+        ...
+
+    async def alerts_to_refresh(self, resolved_since: datetime) -> list[AlertRecord]:
+        """Return the firing alerts and those resolved at or after `resolved_since`."""
+        ...
+
+    async def prune_alerts(self, resolved_before: datetime) -> int:
+        """Forget alerts resolved before `resolved_before`; return how many."""
         ...
 
     async def integrity_check(self) -> str:

@@ -17,7 +17,7 @@ from daemon.state import Durability, SqliteStore, StateError
 from daemon.state.migrations import LATEST, MIGRATIONS, migrate, statements
 
 START = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
-TABLES = ["alerts", "budgets", "cursors", "ledger", "memory", "seen"]
+TABLES = ["alerts", "budgets", "cursors", "ledger", "memory", "outbox", "seen", "sqlite_sequence"]
 
 
 def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:

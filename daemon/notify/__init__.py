@@ -1,0 +1,1 @@
+"""Notifiers: where alerts go (Alertmanager, PagerDuty, Slack, webhooks, email), and how."""

@@ -98,6 +98,8 @@ class PodFact:
     observed_at: datetime
     created_at: datetime | None = None
     deactivated_at: datetime | None = None
+    succeeded: bool = False
+    in_deletion: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,18 @@ class Throttle:
 
 
 @dataclass(frozen=True, slots=True)
+class FirstSeen:
+    """Go on only for a combination of values not seen by the rule within `within_s`.
+
+    `group` gives an event's combination: the values at the `by` paths joined with `|`.
+    """
+
+    within_s: float
+    by: tuple[str, ...]
+    group: Callable[[Event], str]
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledRule:
     """A validated rule with its tests compiled, ready to meet events."""
 
@@ -58,6 +70,7 @@ class CompiledRule:
     when: CelCondition | None = None
     for_s: float | None = None
     throttle: Throttle | None = None
+    first_seen: FirstSeen | None = None
     group: Callable[[Event], str] = field(default=lambda event: event.resource)
     run: RunOptions = RunOptions()
 
@@ -138,6 +151,8 @@ class _RuleIndex:
         self._exact: dict[str, list[CompiledRule]] = {}
         self._globs: list[CompiledRule] = []
         self._ordered = [rule for rule in rules if rule.enabled]
+        # Only `first_seen` rules look at stale events (to learn from them, never to decide).
+        self.learns = any(rule.first_seen is not None for rule in self._ordered)
         for rule in self._ordered:
             if any(char in rule.on for char in "*?["):
                 self._globs.append(rule)
@@ -163,7 +178,7 @@ class _RuleIndex:
 
 
 class Engine:
-    """Turns events into decisions by the rules, remembering `for` windows and throttles."""
+    """Turns events into decisions by the rules, remembering windows, throttles, values seen."""
 
     def __init__(
         self,
@@ -177,10 +192,10 @@ class Engine:
         self._index = _RuleIndex(rules.rules)
         self._stale_after = timedelta(seconds=stale_after)
         self._observer = observer
-        names = {rule.name for rule in rules.rules}
-        self._memory: dict[_MemoryKey, MemoryEntry] = {
-            (entry.kind, entry.rule, entry.group): entry for entry in memory if entry.rule in names
-        }
+        self._memory: dict[_MemoryKey, MemoryEntry] = {}
+        # Memory of rules not in force: unused, and listed by `expired` until it is dropped.
+        self._orphans: dict[_MemoryKey, MemoryEntry] = {}
+        self._sort_memory({(entry.kind, entry.rule, entry.group): entry for entry in memory})
 
     @property
     def rules(self) -> RuleSet:
@@ -199,17 +214,57 @@ class Engine:
 
     def replace_rules(self, rules: RuleSet) -> None:
         """Put new rules in force, keeping the memory of rules whose name still exists."""
-        names = {rule.name for rule in rules.rules}
         self._rules = rules
         self._index = _RuleIndex(rules.rules)
-        self._memory = {key: entry for key, entry in self._memory.items() if entry.rule in names}
+        # A rule back under its old name finds its memory again, as after a restart.
+        self._sort_memory({**self._orphans, **self._memory})
+
+    def _sort_memory(self, memory: Mapping[_MemoryKey, MemoryEntry]) -> None:
+        """Keep the memory of rules in force; set the rest aside for `expired`."""
+        names = {rule.name for rule in self._rules.rules}
+        self._memory = {key: entry for key, entry in memory.items() if entry.rule in names}
+        self._orphans = {key: entry for key, entry in memory.items() if entry.rule not in names}
 
     def apply(self, evaluation: Evaluation) -> None:
         """Commit an evaluation's memory changes, once the store has committed them too."""
         for entry in evaluation.drop:
-            self._memory.pop((entry.kind, entry.rule, entry.group), None)
+            key = (entry.kind, entry.rule, entry.group)
+            self._memory.pop(key, None)
+            self._orphans.pop(key, None)
         for entry in evaluation.put:
             self._memory[(entry.kind, entry.rule, entry.group)] = entry
+
+    def expired(self, now: datetime) -> list[MemoryEntry]:
+        """Return the memory that can be forgotten at `now` without changing any later decision.
+
+        That is: every entry of a rule no longer in force; `seen` and `throttle` entries whose
+        window (`first_seen.within`, `throttle.once_within`) ended more than the staleness limit
+        before `now` (an event older than that limit never decides, so no event that may still
+        decide falls inside the window); and `seen`, `throttle` and `for` entries of a rule that
+        no longer has `first_seen`, `throttle` or `for`. Drop them from the store, then commit
+        with `apply(Evaluation([], [], entries))` before the next `plan`.
+        """
+        rules = {rule.name: rule for rule in self._rules.rules}
+        found = list(self._orphans.values())
+        for entry in self._memory.values():
+            rule = rules.get(entry.rule)
+            if rule is None:
+                found.append(entry)
+                continue
+            window: float | None
+            if entry.kind == MemoryKind.SEEN:
+                window = rule.first_seen.within_s if rule.first_seen is not None else None
+            elif entry.kind == MemoryKind.THROTTLE:
+                window = rule.throttle.once_within_s if rule.throttle is not None else None
+            elif entry.kind == MemoryKind.FOR:
+                if rule.for_s is None:
+                    found.append(entry)
+                continue
+            else:
+                continue
+            if window is None or now - entry.since >= timedelta(seconds=window) + self._stale_after:
+                found.append(entry)
+        return found
 
     def evaluate(self, events: Sequence[Event], facts: Facts, now: datetime) -> list[Decision]:
         """Return the decisions the rules make for these events."""
@@ -221,6 +276,7 @@ class Engine:
         decisions: list[Decision] = []
         observer = self._observer
         known_types = self._index.by_type
+        learns = self._index.learns
         oldest = now - self._stale_after
         for event in events:
             rules = known_types.get(event.type)
@@ -231,6 +287,8 @@ class Engine:
             if event.time < oldest:
                 if observer is not None:
                     observer.stale(event)
+                if learns:
+                    self._learn(rules, event, memory)
                 continue
             source: CelInput | None = None
             # The hot loop: most rules fail here, so it stays inline and allocates nothing.
@@ -250,6 +308,23 @@ class Engine:
                     memory.forget((MemoryKind.FOR, rule.name, rule.group(event)))
         return memory.evaluation(decisions)
 
+    def _learn(self, rules: Sequence[CompiledRule], event: Event, memory: _Overlay) -> None:
+        """Let a stale event refresh what `first_seen` rules have seen; it decides nothing."""
+        source: CelInput | None = None
+        for rule in rules:
+            first_seen = rule.first_seen
+            if first_seen is None or (rule.match is not None and not rule.match(event)):
+                continue
+            if rule.when is not None:
+                if source is None:
+                    source = CelInput(event)
+                met, error = rule.when.check(source)
+                if error is not None and self._observer is not None:
+                    self._observer.error(rule.name, event, error)
+                if not met:
+                    continue
+            _first_sighting(rule.name, first_seen, event, memory)
+
     def _settle(
         self,
         rule: CompiledRule,
@@ -258,7 +333,13 @@ class Engine:
         memory: _Overlay,
         decisions: list[Decision],
     ) -> None:
-        """Decide for an event that met the rule's conditions, unless `for` or throttle say wait."""
+        """Decide for an event that met the rule's conditions, unless a gate says not (yet).
+
+        The gates, in order: `first_seen` (values seen lately), `for`, throttle.
+        """
+        first_seen = rule.first_seen
+        if first_seen is not None and not _first_sighting(rule.name, first_seen, event, memory):
+            return
         group = rule.group(event)
         if rule.for_s is not None:
             key = (MemoryKind.FOR, rule.name, group)
@@ -288,6 +369,22 @@ class Engine:
             )
             if self._observer is not None:
                 self._observer.decided(rule.name, rule.mode)
+
+
+def _first_sighting(rule: str, first_seen: FirstSeen, event: Event, memory: _Overlay) -> bool:
+    """Remember the event's values as seen at its time; return whether they count as new.
+
+    They are new when the rule never saw them, or last saw them at least `within` before the
+    event. The remembered time only moves forward, whatever order events arrive in.
+    """
+    group = first_seen.group(event)
+    last = memory.get((MemoryKind.SEEN, rule, group))
+    if last is None:
+        memory.put(MemoryEntry(MemoryKind.SEEN, rule, group, event.time))
+        return True
+    if event.time > last.since:
+        memory.put(MemoryEntry(MemoryKind.SEEN, rule, group, event.time))
+    return (event.time - last.since).total_seconds() >= first_seen.within_s
 
 
 class _Overlay:

@@ -22,6 +22,7 @@ from daemon.engine.cel import CelCompileError, CelCompiler, CelCondition, CelIss
 from daemon.engine.engine import (
     ActionStep,
     CompiledRule,
+    FirstSeen,
     GuardSpec,
     RuleSet,
     RunOptions,
@@ -728,6 +729,10 @@ def _compile(
     condition: CelCondition | None,
 ) -> CompiledRule:
     group_by = tuple(model.throttle.group_by) if model.throttle is not None else ("resource",)
+    first_seen = None
+    if model.first_seen is not None:
+        by = tuple(model.first_seen.by)
+        first_seen = FirstSeen(model.first_seen.within, by, _group(by))
     return CompiledRule(
         name=model.name,
         file=doc.name,
@@ -743,6 +748,7 @@ def _compile(
         throttle=(
             Throttle(model.throttle.once_within, group_by) if model.throttle is not None else None
         ),
+        first_seen=first_seen,
         group=_group(group_by),
         run=RunOptions(model.concurrency, model.max_running, model.timeout),
     )

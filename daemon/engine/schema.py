@@ -106,6 +106,15 @@ class ThrottleModel(_Strict):
     group_by: list[EventPath] = Field(default_factory=lambda: ["resource"], min_length=1)
 
 
+class FirstSeenModel(_Strict):
+    """Go on only for a combination of values this rule has not seen within a window."""
+
+    model_config = ConfigDict(title="FirstSeen")
+
+    by: list[EventPath] = Field(min_length=1)
+    within: Duration
+
+
 class GuardModel(_Strict):
     """Which actions are risky, and the snapshot taken before them."""
 
@@ -131,6 +140,7 @@ class RuleModel(_Strict):
     when: Annotated[StrictStr, Field(min_length=1, max_length=MAX_WHEN_CHARS)] | None = None
     for_: Duration | None = Field(default=None, alias="for")
     throttle: ThrottleModel | None = None
+    first_seen: FirstSeenModel | None = None
     do: Annotated[
         list[dict[StrictStr, Any]],
         Field(min_length=1, description="Actions, each a one-key mapping {action: params}."),

@@ -785,11 +785,15 @@ class World:
         return pod
 
     def end_pod(self, pod: Pod, t: datetime, *, failed: bool = False) -> None:
-        """Terminate a pod (finished, failed or deleted) and emit its `terminated` event."""
+        """Terminate a pod (finished, failed or deleted) and emit its `terminated` event.
+
+        `in_deletion` stays as it was: true for a pod whose deletion was asked for, false for one
+        that ended on its own.
+        """
         if pod.status == "terminated":
             return
         pod.succeeded = not failed and not pod.in_deletion
-        pod.status, pod.online, pod.in_deletion = "terminated", False, False
+        pod.status, pod.online = "terminated", False
         pod.failed = failed
         pod.deactivated = t
         if pod.run and pod.run[-1].end is None:

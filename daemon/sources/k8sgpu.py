@@ -16,10 +16,11 @@ from daemon.sources.base import cursor_set, iso, walk
 from daemon.state.store import Cursor
 
 FAILED_STATUSES = frozenset({"failed", "error"})
+TERMINATED = "terminated"
 
 
 class K8sGpuSource:
-    """Turn GPU pod events into `k8sgpu.event.*`, and keep the pods online in facts and gauges."""
+    """Turn GPU pod events into `k8sgpu.event.*`, report pods that fail or end, keep pod facts."""
 
     name = "k8sgpu"
 
@@ -39,7 +40,7 @@ class K8sGpuSource:
         self._max_pages = max_pages
 
     async def poll(self, cursor: Cursor | None) -> tuple[list[Event], Cursor]:
-        """Return new pod events and one `k8sgpu.pod.failed` per pod newly seen failed."""
+        """Return new pod events, and one `k8sgpu.pod.failed` / `.terminated` per pod newly so."""
         now = self._clock.now()
         found, high_water, gaps = await walk(
             lambda mark: new_events(self._client, mark, max_pages=self._max_pages),
@@ -50,15 +51,29 @@ class K8sGpuSource:
         events = [self._gpu_event(e, now) for e in found]
         pods = [pod_fact(p, now) for p in await self._client.list_pods()]
         reported = cursor_set(cursor, "failed")
+        ended = cursor_set(cursor, "terminated")
+        # The listing keeps terminated pods for 15 days: on the first poll (no cursor, or a
+        # cursor from before this list was kept) those already terminated are history. They are
+        # recorded as reported, without an event.
+        history = cursor is None or "terminated" not in cursor
         failed: list[str] = []
+        terminated: list[str] = []
         for pod in pods:
             if pod.failed:
                 failed.append(pod.uuid)
                 if pod.uuid not in reported:
                     events.append(self._failed(pod, now))
+            if pod.status == TERMINATED:
+                terminated.append(pod.uuid)
+                if not history and pod.uuid not in ended:
+                    events.append(self._terminated(pod, now))
         self._update_pods(pods)
         # Pods gone from the listing drop out of the cursor, which keeps it bounded.
-        return gaps + events, {"high_water": high_water, "failed": sorted(failed)}
+        return gaps + events, {
+            "high_water": high_water,
+            "failed": sorted(failed),
+            "terminated": sorted(terminated),
+        }
 
     def _update_pods(self, pods: list[PodFact]) -> None:
         before = self._facts.pods_online()
@@ -100,6 +115,25 @@ class K8sGpuSource:
             source=self.name,
         )
 
+    def _terminated(self, pod: PodFact, now: datetime) -> Event:
+        return Event(
+            type="k8sgpu.pod.terminated",
+            key=f"k8sgpu.pod:{pod.uuid}:terminated",
+            time=pod.deactivated_at or now,
+            resource=pod.uuid,
+            data={
+                "uuid": pod.uuid,
+                "cluster": pod.cluster,
+                "name": pod.name,
+                "status": pod.status,
+                "runtime_class": pod.runtime_class,
+                "in_deletion": pod.in_deletion,
+                "failed": pod.failed,
+                "succeeded": pod.succeeded,
+            },
+            source=self.name,
+        )
+
 
 def pod_fact(pod: Pod, now: datetime) -> PodFact:
     """Return what a pod listing says about one pod."""
@@ -116,4 +150,6 @@ def pod_fact(pod: Pod, now: datetime) -> PodFact:
         observed_at=now,
         created_at=pod.creation_date,
         deactivated_at=pod.deactivated_from,
+        succeeded=bool(pod.succeeded),
+        in_deletion=bool(pod.in_deletion),
     )

@@ -568,7 +568,7 @@ async def test_k8sgpu_delete_pod_terminates_it(simulator: SimFactory) -> None:
     assert (await client.get_pod(uuid)).in_deletion is True
     await h.advance(11)
     pod = await client.get_pod(uuid)
-    assert (pod.status, pod.online, pod.in_deletion) == ("terminated", False, False)
+    assert (pod.status, pod.online, pod.in_deletion) == ("terminated", False, True)
     assert pod.deactivated_from is not None
     newest, _ = await client.list_events(length=1)
     assert [(e.uuid, e.event_type) for e in newest] == [(uuid, "terminated")]

@@ -358,7 +358,8 @@ async def test_deleting_a_pod_terminates_it_ten_seconds_later(api: Api) -> None:
 
     assert (status, body) == (200, {"message": "Pod in deletion", "pod": uuid_a})
     assert (during["status"], during["in_deletion"], during["online"]) == ("running", True, True)
-    assert (after["status"], after["in_deletion"], after["online"]) == ("terminated", False, False)
+    # A deletion that was asked for stays visible on the terminated pod.
+    assert (after["status"], after["in_deletion"], after["online"]) == ("terminated", True, False)
     assert after["deactivated_from"] == "2024-11-20T10:30:10+00:00"
     assert [e["event_type"] for e in events["items"]] == ["terminated", "started"]
     assert events["items"][0]["date"] == "2024-11-20T10:30:10.000000+00:00"

@@ -445,6 +445,8 @@ async def test_k8sgpu_events_pods_and_gauges(simulator: SimFactory) -> None:
                 next(p.uuid for p in world.pods.values() if p.remote_name == "infer-d"),
             ),
             ("k8sgpu.pod.failed", pods["infer-b"].uuid),
+            ("k8sgpu.pod.terminated", pods["infer-b"].uuid),
+            ("k8sgpu.pod.terminated", pods["trainer-b"].uuid),
         ]
     )
     failed = next(e for e in second if e.type == "k8sgpu.pod.failed")

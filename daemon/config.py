@@ -16,10 +16,12 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from daemon.actions.urls import check_url, is_loopback_host
 from daemon.durations import Seconds
 from daemon.errors import ConfigError
 from daemon.net import Listen
@@ -76,7 +78,7 @@ class SeewebConfig(_Section):
     username: str | None = None
     password_file: str | None = None
     watch: list[str] = Field(default_factory=lambda: ["*"])
-    stuck_after: Interval = 3600.0
+    stuck_after: Interval = 1800.0
 
     @model_validator(mode="after")
     def _one_credential(self) -> SeewebConfig:
@@ -133,13 +135,144 @@ class ShutdownConfig(_Section):
     grace: Annotated[Interval, AfterValidator(_fits_the_stop_timeout)] = 10.0
 
 
-class NotifierConfig(_Section):
-    """A named destination that rules send alerts to (`to: [name]`)."""
+NotifierType = Literal["alertmanager", "pagerduty", "slack", "webhook", "email"]
 
-    type: Literal["alertmanager", "pagerduty", "slack", "webhook", "email"]
+# Sends per second one destination may make, unless `rate` says otherwise.
+DEFAULT_RATES: Mapping[str, float] = {
+    "alertmanager": 10.0,
+    "pagerduty": 2.0,  # PagerDuty accepts about 120 events a minute per routing key
+    "slack": 1.0,  # Slack's documented limit for incoming webhooks
+    "webhook": 5.0,
+    "email": 1.0,
+}
+MAX_RESEND_S = 60.0
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+
+# Which keys belong to which type; a key given for another type is a mistake worth naming.
+_TYPE_KEYS: Mapping[str, frozenset[str]] = {
+    "alertmanager": frozenset({"url", "urls", "resend_every"}),
+    "pagerduty": frozenset({"url", "routing_key_file"}),
+    "slack": frozenset({"url", "url_file"}),
+    "webhook": frozenset({"url", "url_file", "secret_file", "signature_header"}),
+    "email": frozenset(
+        {
+            "host",
+            "port",
+            "starttls",
+            "username",
+            "password_file",
+            "from_",
+            "to",
+            "subject_prefix",
+            "ca_file",
+        }
+    ),
+}
+_COMMON_KEYS = frozenset({"type", "timeout", "rate", "give_up_after"})
+
+
+class NotifierConfig(_Section):
+    """A named route that rules send alerts to (`to: [name]`); the keys depend on `type`.
+
+    alertmanager: `url` or `urls` (every URL of an HA pair receives each alert), `resend_every`.
+    pagerduty: `routing_key_file`, and `url` only to point at another Events API v2 endpoint.
+    slack: `url_file` (the incoming-webhook URL is a secret), or `url`.
+    webhook: `url` or `url_file`, and `secret_file` to sign bodies with HMAC-SHA256.
+    email: `host`, `port`, `from`, `to`, `username` and `password_file`, and `ca_file` to trust
+    a private CA; STARTTLS is required except to a loopback host.
+    A literal `url` or `urls` must be https (http only to loopback, or for alertmanager) and
+    never a link-local or metadata address; one read from `url_file` is checked when read.
+    """
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    type: NotifierType
     url: str | None = None
+    urls: list[str] | None = None
     url_file: str | None = None
     routing_key_file: str | None = None
+    secret_file: str | None = None
+    signature_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")] = "X-Cloudpilot-Signature"
+    host: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] = 587
+    starttls: bool = True
+    username: str | None = None
+    password_file: str | None = None
+    from_: str | None = Field(default=None, alias="from")
+    to: list[str] | None = None
+    subject_prefix: str = "[cloudpilot]"
+    ca_file: str | None = None
+    timeout: Annotated[Interval, Field(le=120)] = 10.0
+    rate: Annotated[float, Field(gt=0, le=100)] | None = None
+    give_up_after: Interval = 86400.0
+    resend_every: Annotated[Interval, Field(le=MAX_RESEND_S)] = MAX_RESEND_S
+
+    @field_validator("url")
+    @classmethod
+    def _safe_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            check_url(value, allow_http=info.data.get("type") == "alertmanager")
+        return value
+
+    @field_validator("urls")
+    @classmethod
+    def _safe_urls(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        for url in value or ():
+            check_url(url, allow_http=info.data.get("type") == "alertmanager")
+        return value
+
+    @model_validator(mode="after")
+    def _fits_the_type(self) -> NotifierConfig:
+        allowed = _TYPE_KEYS[self.type] | _COMMON_KEYS
+        stray = sorted(name.rstrip("_") for name in self.model_fields_set if name not in allowed)
+        if stray:
+            raise ValueError(f"{', '.join(stray)}: not a key of a {self.type} notifier")
+        problem = self._missing() or self._unsafe()
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def _missing(self) -> str | None:
+        has_url = self.url is not None or self.url_file is not None
+        if self.type == "alertmanager":
+            if (self.url is None) == (self.urls is None) or self.urls == []:
+                return "an alertmanager notifier needs url or urls (one of them)"
+        elif self.type == "pagerduty":
+            if self.routing_key_file is None:
+                return "a pagerduty notifier needs routing_key_file"
+        elif self.type in ("slack", "webhook"):
+            if not has_url or (self.url is not None and self.url_file is not None):
+                return f"a {self.type} notifier needs url or url_file (one of them)"
+        elif self.host is None or self.from_ is None or not self.to:
+            return "an email notifier needs host, from and to"
+        elif (self.username is None) != (self.password_file is None):
+            return "an email notifier needs both username and password_file, or neither"
+        return None
+
+    def _unsafe(self) -> str | None:
+        if self.type == "email" and not self.starttls and not is_loopback_host(self.host or ""):
+            return (
+                "starttls = false is allowed only for a loopback host (127.0.0.0/8, ::1,"
+                " localhost); mail to another host must use STARTTLS"
+            )
+        # Headers the webhook notifier sets itself; a signature there would replace them.
+        taken = {"content-type", "user-agent", "idempotency-key", "x-cloudpilot-timestamp", "host"}
+        if self.type == "webhook" and self.signature_header.lower() in taken:
+            return f"signature_header {self.signature_header!r} is a header Cloudpilot sets itself"
+        return None
+
+    @property
+    def sends_per_s(self) -> float:
+        """Return the rate limit per destination: `rate`, or the type's default."""
+        return self.rate if self.rate is not None else DEFAULT_RATES[self.type]
+
+    def target_urls(self) -> list[str]:
+        """Return the URLs written in the file (not those read from `url_file`)."""
+        if self.urls is not None:
+            return list(self.urls)
+        if self.url is not None:
+            return [self.url]
+        return [PAGERDUTY_EVENTS_URL] if self.type == "pagerduty" else []
 
 
 class ConfigModel(_Section):

@@ -1,4 +1,4 @@
-"""Where an action may send a request: the URL rules, and the address check at connect time.
+"""Where an action or a notifier may send a request: the URL rules, and the connect-time check.
 
 A rule file is written by an operator, but the URLs in it are reached from inside a cloud
 network, where a request to a link-local or metadata address can read instance credentials.
@@ -98,10 +98,11 @@ def is_loopback_host(host: str) -> bool:
     return host.lower().rstrip(".") in _LOOPBACK_NAMES
 
 
-def check_url(url: str) -> URL:
+def check_url(url: str, *, allow_http: bool = False) -> URL:
     """Return the parsed URL, or raise UnsafeUrlError saying which rule it breaks.
 
-    https only, except http to a loopback host; no user or password in the URL; no host that
+    https only, except http to a loopback host (or to any host with `allow_http`, for receivers
+    on an internal network such as Alertmanager); no user or password in the URL; no host that
     is, or is named as, a link-local, metadata, unspecified or multicast address.
     """
     try:
@@ -118,7 +119,7 @@ def check_url(url: str) -> URL:
         raise UnsafeUrlError(
             f"{where}: a user or password in the URL is not allowed; send credentials in headers"
         )
-    if parsed.scheme == "http" and not is_loopback_host(host):
+    if parsed.scheme == "http" and not allow_http and not is_loopback_host(host):
         raise UnsafeUrlError(
             f"{where}: http is allowed only for loopback hosts (127.0.0.0/8, ::1, localhost);"
             " use https"
@@ -137,12 +138,14 @@ def check_url(url: str) -> URL:
     return parsed
 
 
-async def resolve_checked(url: URL, resolver: AbstractResolver) -> list[str]:
+async def resolve_checked(
+    url: URL, resolver: AbstractResolver, *, allow_http: bool = False
+) -> list[str]:
     """Return the addresses to connect to for `url`'s host, each one checked.
 
     Raise UnsafeUrlError when any address is refused (a name that resolves even partly to a
-    metadata address is not trusted), or when plain http would leave this machine. Raise
-    OSError when the name does not resolve.
+    metadata address is not trusted), or when plain http would leave this machine without
+    `allow_http`. Raise OSError when the name does not resolve.
     """
     host = url.raw_host
     assert host is not None
@@ -164,7 +167,7 @@ async def resolve_checked(url: URL, resolver: AbstractResolver) -> list[str]:
         reason = address_refusal(address)
         if reason is not None:
             raise UnsafeUrlError(f"{where}: {host} resolves to {address}, {reason}")
-        if url.scheme == "http" and not address.is_loopback:
+        if url.scheme == "http" and not allow_http and not address.is_loopback:
             raise UnsafeUrlError(
                 f"{where}: {host} resolves to {address}, not loopback; http needs a loopback host"
             )

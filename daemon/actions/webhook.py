@@ -11,16 +11,19 @@ from typing import Any, ClassVar
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
-from aiohttp.resolver import ThreadedResolver
 from pydantic import Field, field_validator
 from yarl import URL
 
 from daemon import __version__
 from daemon.actions.base import ActionContext, ActionParams, params_as_data
-from daemon.actions.urls import UnsafeUrlError, check_url, describe, parse_address, resolve_checked
+from daemon.actions.urls import check_url, describe
 from daemon.clock import Clock
 from daemon.durations import Seconds
 from daemon.models import Decision, Outcome, OutcomeStatus
+
+# A module import, not names: daemon.notify.outbound imports daemon.actions.urls, so importing
+# it first runs this package's __init__, which reaches this file before outbound is complete.
+from daemon.notify import outbound
 
 USER_AGENT = f"cloudpilot/{__version__}"
 
@@ -112,10 +115,6 @@ def _json_default(value: object) -> Any:
     return str(value)
 
 
-def _seconds(value: float) -> str:
-    return f"{value:g}"
-
-
 class WebhookAction:
     """POST the decision to a URL; the decision key goes along as `Idempotency-Key`."""
 
@@ -131,9 +130,8 @@ class WebhookAction:
         clock: Clock,
         resolver: AbstractResolver | None = None,
     ) -> None:
-        self._session = session
+        self._http = outbound.SafeHttp(session, resolver)
         self._clock = clock
-        self._resolver = resolver
 
     async def run(self, ctx: ActionContext) -> Outcome:
         """Send the decision once; 2xx is done, anything else failed with the reason."""
@@ -150,20 +148,10 @@ class WebhookAction:
         started = self._clock.monotonic()
         try:
             async with asyncio.timeout(params.timeout):
-                status = await self._post(url, body, headers)
-        except TimeoutError:
-            return self._failed(f"{where}: no answer within {_seconds(params.timeout)} s")
-        except UnsafeUrlError as exc:
-            return self._failed(f"refused: {exc}")
-        except aiohttp.ClientConnectorError as exc:
-            return self._failed(f"{where}: cannot connect ({exc.os_error.strerror or 'error'})")
-        except aiohttp.ServerDisconnectedError:
-            return self._failed(f"{where}: the receiver closed the connection")
-        except aiohttp.ClientError as exc:
-            # Only the type: some aiohttp messages quote the full URL, whose path may be a token.
-            return self._failed(f"{where}: {type(exc).__name__}")
-        except OSError as exc:
-            return self._failed(f"{where}: cannot resolve {url.raw_host} ({exc.strerror or exc})")
+                answer = await self._http.post(url, body.encode(), headers)
+        except outbound.POST_ERRORS as exc:
+            return self._failed(outbound.failure_detail(exc, url, params.timeout))
+        status = answer.status
         ctx.log.debug(
             "webhook_answered",
             target=where,
@@ -181,37 +169,6 @@ class WebhookAction:
     async def reconcile(self, ctx: ActionContext) -> Outcome | None:
         """Say the outcome is unknown, so the runner sends again with the same key."""
         return None
-
-    async def _post(self, url: URL, body: str, headers: dict[str, str]) -> int:
-        """Connect only to checked addresses and return the answer's status."""
-        if self._resolver is None:
-            self._resolver = ThreadedResolver()
-        addresses = await resolve_checked(url, self._resolver)
-        host = url.raw_host
-        host_header = url.host_port_subcomponent
-        assert host is not None
-        assert host_header is not None
-        by_name = parse_address(host) is None
-        last_error: aiohttp.ClientConnectorError | None = None
-        for address in addresses:
-            # Connect by the checked IP, so no second lookup can answer differently; TLS and
-            # the Host header still name the host as written.
-            target = url.with_host(address) if by_name else url
-            request_headers = {**headers, "Host": host_header} if by_name else headers
-            try:
-                async with self._session.post(
-                    target,
-                    data=body.encode(),
-                    headers=request_headers,
-                    allow_redirects=False,
-                    server_hostname=host.rstrip(".") if by_name and url.scheme == "https" else None,
-                ) as response:
-                    return response.status
-            except aiohttp.ClientConnectorError as exc:
-                # Nothing was sent: the next address of the same host may be tried.
-                last_error = exc
-        assert last_error is not None
-        raise last_error
 
     @staticmethod
     def _failed(detail: str) -> Outcome:

@@ -23,26 +23,11 @@ lint: $(BIN)/cloudpilot
 typecheck: $(BIN)/cloudpilot
 	$(BIN)/mypy
 
-# The metrics test runs `promtool check metrics`; on a clean Debian/Ubuntu machine (CI) it comes
-# from the `prometheus` package. A policy-rc.d that answers 101 keeps the package's postinst from
-# starting a Prometheus server (one already present, as in Docker images, is left alone).
-SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Use-Pty=0
-
+# The metrics test runs `promtool check metrics` and the alerting tests a real Alertmanager; on a
+# clean Debian/Ubuntu machine (CI) they come from the `prometheus` and `prometheus-alertmanager`
+# packages, installed when missing.
 test: lint typecheck
-	@command -v promtool >/dev/null || { \
-	  echo "promtool not found: installing the prometheus package"; \
-	  policy=/usr/sbin/policy-rc.d; ours=; \
-	  if [ ! -e $$policy ]; then \
-	    printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee $$policy >/dev/null && \
-	    $(SUDO) chmod 755 $$policy && ours=1; \
-	  fi; \
-	  $(APT_GET) install --no-install-recommends prometheus || \
-	    { $(APT_GET) update && $(APT_GET) install --no-install-recommends prometheus; }; \
-	  status=$$?; \
-	  if [ -n "$$ours" ]; then $(SUDO) rm -f $$policy; fi; \
-	  exit $$status; \
-	}
+	.ci/ensure-packages promtool:prometheus prometheus-alertmanager:prometheus-alertmanager
 	$(BIN)/pytest
 
 bench: $(BIN)/cloudpilot

@@ -22,10 +22,14 @@ from daemon.actions.runner import Runner
 from daemon.clock import Clock
 from daemon.config import Config
 from daemon.engine import Engine, EngineObserver, RuleSet, load_rules
+from daemon.engine.engine import Evaluation
 from daemon.errors import ConfigError
 from daemon.facts import Facts
 from daemon.models import Decision, Event, Mode
 from daemon.net import Listen
+from daemon.notify.alerts import ALERT_ACTION, AlertBook
+from daemon.notify.dispatcher import Dispatcher
+from daemon.notify.senders import build_senders
 from daemon.observability.http import Readiness, build_http_app, start_http
 from daemon.observability.logging import get_logger
 from daemon.observability.metrics import Metrics
@@ -46,7 +50,11 @@ Logger = structlog.typing.FilteringBoundLogger
 
 # Seen event keys are kept well past the point where any source could bring them again.
 SEEN_RETENTION = timedelta(days=30)
+# Resolved alerts are kept this long, for /status and for a firing that follows soon after.
+RESOLVED_ALERT_RETENTION = timedelta(days=30)
 PRUNE_EVERY_S = 3600.0
+# How often alerts with `resolve.after` are checked for having gone quiet.
+ALERT_EXPIRY_EVERY_S = 60.0
 MAX_EVENT_TYPES = 100
 # A batch is a few SQLite statements; this bounds the wait only if the disk hangs.
 BATCH_FINISH_S = 2.0
@@ -107,6 +115,9 @@ class Daemon:
         self._engine: Engine | None = None
         self._runner: Runner | None = None
         self._actions: ActionRegistry | None = None
+        self._alerts: AlertBook | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._expiry: asyncio.Task[None] | None = None
         self._scheduler: PollScheduler | None = None
         self._http_port: int | None = None
         self._last_prune = float("-inf")
@@ -127,6 +138,18 @@ class Daemon:
         """Return the action runner."""
         assert self._runner is not None, "the daemon has not started"
         return self._runner
+
+    @property
+    def alerts(self) -> AlertBook:
+        """Return the alert book."""
+        assert self._alerts is not None, "the daemon has not started"
+        return self._alerts
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """Return the notification dispatcher."""
+        assert self._dispatcher is not None, "the daemon has not started"
+        return self._dispatcher
 
     @property
     def scheduler(self) -> PollScheduler:
@@ -150,9 +173,37 @@ class Daemon:
             )
             await self.store.open()
             self._stack.push_async_callback(self.store.close)
-            actions = default_registry(session=self._session, clock=self.clock, log=self.log)
+            senders = build_senders(self.config, session=self._session, clock=self.clock)
+            notifiers = self.config.model.notifiers
+            self._dispatcher = Dispatcher(
+                store=self.store,
+                senders=senders,
+                metrics=self.metrics,
+                clock=self.clock,
+                log=self.log,
+                rng=self.rng,
+                give_up_after=lambda route: notifiers[route].give_up_after,
+                refresh_every={
+                    name: notifier.resend_every
+                    for name, notifier in notifiers.items()
+                    if notifier.type == "alertmanager"
+                },
+            )
+            self._alerts = AlertBook(
+                rules=RuleSet(),
+                routes={name: sender.destinations for name, sender in senders.items()},
+                store=self.store,
+                facts=self.facts,
+                metrics=self.metrics,
+                clock=self.clock,
+                log=self.log,
+                on_queued=self._dispatcher.wake,
+            )
+            actions = default_registry(
+                session=self._session, clock=self.clock, log=self.log, alerts=self._alerts
+            )
             self._actions = actions
-            rules = load_rules(self.config.rule_paths, actions.params_models())
+            rules = self._load_rules()
             memory = await self.store.load_memory()
             self._engine = Engine(
                 rules,
@@ -183,7 +234,13 @@ class Daemon:
                 sources_ready=self.readiness.polled,
             )
             await self._runner.start()
+            await self.alerts.count_firing()
+            await self.dispatcher.count_queued()
+            self.dispatcher.start()
+            self._expiry = asyncio.get_running_loop().create_task(self._expire_alerts())
         except BaseException:
+            if self._dispatcher is not None:
+                await self._dispatcher.stop(0)
             if self._runner is not None:
                 await self._runner.drain(0)
             await self._stack.aclose()
@@ -214,8 +271,16 @@ class Daemon:
             await self._scheduler.stop()
         if self._batches:
             await asyncio.wait(set(self._batches), timeout=BATCH_FINISH_S)
-        if self._runner is not None:
-            await self._runner.drain(self.config.model.shutdown.grace)
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
+        # Actions and notification sends under way finish side by side, within the grace.
+        grace = self.config.model.shutdown.grace
+        await asyncio.gather(
+            self._runner.drain(grace) if self._runner is not None else asyncio.sleep(0),
+            self._dispatcher.stop(grace) if self._dispatcher is not None else asyncio.sleep(0),
+        )
         await self._stack.aclose()
         self.log.info("daemon_stopped")
 
@@ -230,9 +295,8 @@ class Daemon:
 
     async def reload_rules(self) -> bool:
         """Load the rule files again; on any problem keep the running rules and say why."""
-        assert self._actions is not None
         try:
-            rules = load_rules(self.config.rule_paths, self._actions.params_models())
+            rules = self._load_rules()
         except (ConfigError, OSError) as exc:
             self.metrics.rule_reloads.labels("error").inc()
             self.log.error("rules_reload_failed", error=str(exc), kept=len(self.engine.rules))
@@ -243,7 +307,17 @@ class Daemon:
         self.log.info("rules_reloaded", rules=len(rules), files=list(rules.files))
         return True
 
+    def _load_rules(self) -> RuleSet:
+        """Load the rule files, or raise ConfigError, also for an alert to an unknown route."""
+        assert self._actions is not None
+        rules = load_rules(self.config.rule_paths, self._actions.params_models())
+        problems = self.alerts.unknown_routes(rules)
+        if problems:
+            raise ConfigError("\n".join(problems))
+        return rules
+
     def _rules_loaded(self, rules: RuleSet) -> None:
+        self.alerts.replace_rules(rules)
         self.metrics.rules_loaded.set(len(rules))
         self.readiness.rules_loaded()
 
@@ -271,19 +345,35 @@ class Daemon:
                     fresh.append(event)
             evaluation = self.engine.plan(fresh, self.facts, now)
             recorded = await batch.record_decisions(evaluation.decisions)
+            settled = await self.alerts.settle(batch, fresh, recorded, now)
             await batch.mark_seen([event.key for event in fresh], now)
             await batch.set_cursor(source, cursor)
             if evaluation.put:
                 await batch.put_memory(evaluation.put)
             if evaluation.drop:
                 await batch.drop_memory(evaluation.drop)
+            if settled.forget:
+                await batch.drop_memory(settled.forget)
         self.engine.apply(evaluation)
+        if settled.forget:
+            self.engine.apply(Evaluation([], [], settled.forget))
+        await self.alerts.committed(settled)
         for event in fresh:
             self.metrics.events.labels(self._event_label(event.type)).inc()
         self.readiness.source_polled(source)
         self.runner.sources_polled()
-        self._submit(recorded)
-        await self._prune_seen()
+        # Enforced alerts were raised in the transaction; the runner shows dry-run ones.
+        self._submit([d for d in recorded if d.action != ALERT_ACTION or d.mode is Mode.DRY_RUN])
+        await self._prune()
+
+    async def _expire_alerts(self) -> None:
+        while True:
+            # Loop time on purpose: the check's cadence; what is due is judged by the clock.
+            await asyncio.sleep(ALERT_EXPIRY_EVERY_S)
+            try:
+                await self.alerts.expire()
+            except Exception as exc:  # the store failing: try again next round
+                self.log.error("alert_expiry_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _event_label(self, event_type: str) -> str:
         # Event types partly come from provider text (k8sgpu event kinds): bound the label set.
@@ -296,14 +386,26 @@ class Daemon:
         if decisions:
             self.runner.submit(decisions)
 
-    async def _prune_seen(self) -> None:
+    async def _prune(self) -> None:
+        """Once an hour, forget seen keys, resolved alerts and timing memory no longer needed."""
         if self.clock.monotonic() - self._last_prune < PRUNE_EVERY_S:
             return
         self._last_prune = self.clock.monotonic()
+        # Computed and dropped under the batch lock, and applied before another batch can plan.
+        async with self.store.batch() as batch:
+            expired = self.engine.expired(self.clock.now())
+            if expired:
+                await batch.drop_memory(expired)
+        if expired:
+            self.engine.apply(Evaluation([], [], expired))
+            self.log.info("memory_pruned", count=len(expired))
         retention = max(SEEN_RETENTION, timedelta(seconds=2 * self.config.model.engine.stale_after))
         pruned = await self.store.prune_seen(self.clock.now() - retention)
         if pruned:
             self.log.info("seen_keys_pruned", count=pruned)
+        alerts = await self.store.prune_alerts(self.clock.now() - RESOLVED_ALERT_RETENTION)
+        if alerts:
+            self.log.info("resolved_alerts_pruned", count=alerts)
 
     # --- health ----------------------------------------------------------------------------------
 

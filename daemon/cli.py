@@ -144,9 +144,11 @@ def _check(args: argparse.Namespace) -> int:
     from daemon.config import load_config
     from daemon.engine import RuleError, load_rules
     from daemon.errors import ConfigError
+    from daemon.notify.alerts import unknown_routes
 
     lines: list[str] = []
     paths: list[Path] = list(args.paths)
+    routes: list[str] | None = None
     if args.config is not None or not paths:
         try:
             config = load_config(args.config or DEFAULT_CONFIG_PATH)
@@ -154,12 +156,16 @@ def _check(args: argparse.Namespace) -> int:
             lines.append(str(exc))
         else:
             paths = paths or list(config.rule_paths)
+            routes = list(config.model.notifiers)
     if paths:
         try:
             rules = load_rules(paths, action_params_models())
         except RuleError as exc:
             lines.extend(str(problem) for problem in exc.problems)
         else:
+            # Alert routes are checked against a config when there is one to check against.
+            if routes is not None:
+                lines.extend(unknown_routes(rules, routes))
             if not lines:
                 print(f"ok: {len(rules)} rules in {len(rules.files)} files")
     for line in lines:

@@ -8,12 +8,13 @@ import aiohttp
 import structlog
 from aiohttp.abc import AbstractResolver
 
+from daemon.actions.alert import AlertAction, AlertRaiser
 from daemon.actions.base import Action, ActionParams, ActionRegistry
 from daemon.actions.log import LogAction
 from daemon.actions.webhook import WebhookAction
 from daemon.clock import Clock
 
-_ACTION_TYPES: tuple[type[Action], ...] = (LogAction, WebhookAction)
+_ACTION_TYPES: tuple[type[Action], ...] = (AlertAction, LogAction, WebhookAction)
 
 
 def action_params_models() -> Mapping[str, type[ActionParams]]:
@@ -26,11 +27,13 @@ def default_registry(
     session: aiohttp.ClientSession,
     clock: Clock,
     log: structlog.typing.FilteringBoundLogger,
+    alerts: AlertRaiser,
     resolver: AbstractResolver | None = None,
 ) -> ActionRegistry:
     """Return a registry of the built-in actions, sharing the process's HTTP session."""
     return ActionRegistry(
         [
+            AlertAction(alerts),
             LogAction(log=log),
             WebhookAction(session=session, clock=clock, resolver=resolver),
         ]

@@ -10,6 +10,7 @@ from daemon import __version__
 
 _POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _ACTION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 1800.0)
+_SEND_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class Metrics:
@@ -120,6 +121,46 @@ class Metrics:
         self.ledger_open = Gauge(
             "cloudpilot_ledger_open_entries",
             "Decisions recorded but not yet finished.",
+            registry=registry,
+        )
+
+        # Alerts and notifications: labelled by rule and by configured route, both bounded.
+        self.alerts_firing = Gauge(
+            "cloudpilot_alerts_firing",
+            "Alerts firing now, by rule.",
+            ["rule"],
+            registry=registry,
+        )
+        self.alert_changes = Counter(
+            "cloudpilot_alert_changes_total",
+            "Alerts that fired, fired again while firing, or resolved, by rule.",
+            ["rule", "change"],
+            registry=registry,
+        )
+        self.template_errors = Counter(
+            "cloudpilot_alert_template_errors_total",
+            "Alert texts that failed to render (a plain summary was sent instead), by rule.",
+            ["rule"],
+            registry=registry,
+        )
+        self.notifications = Counter(
+            "cloudpilot_notifications_total",
+            "Notification sends by route and outcome: delivered, rejected (4xx, not retried), "
+            "retried, expired (given up), refreshed or refresh_failed (Alertmanager resends).",
+            ["route", "outcome"],
+            registry=registry,
+        )
+        self.notifications_queued = Gauge(
+            "cloudpilot_notifications_queued",
+            "Notifications stored and not yet accepted, by route.",
+            ["route"],
+            registry=registry,
+        )
+        self.notification_duration = Histogram(
+            "cloudpilot_notification_send_seconds",
+            "Time one notification send took, by route.",
+            ["route"],
+            buckets=_SEND_BUCKETS,
             registry=registry,
         )
 

@@ -225,6 +225,30 @@ async def test_a_good_reload_replaces_the_rules(world: World, receiver: Receiver
     assert receiver.deliveries == []
 
 
+async def test_timing_memory_past_its_window_is_pruned_hourly(world: World) -> None:
+    (world.rules_dir / "failed.yaml").write_text(
+        "rules:\n  - name: throttled\n    on: seeweb.action.failed\n"
+        "    throttle: {once_within: 10m}\n    do:\n      - log: {message: failed}\n"
+    )
+    store = SqliteStore(world.config_path.parent / "state.db")
+    async with world.daemon() as daemon:
+        await daemon.poll_once()
+        await world.fail_action("ec300003")
+        await world.advance(60)
+        await daemon.poll_once()
+        await settle(daemon)
+        assert [entry.rule for entry in daemon.engine.memory] == ["throttled"]
+        # Past the window plus stale_after (1 h), and past the hourly prune.
+        await world.advance(2 * 3600)
+        await daemon.poll_once()
+        assert daemon.engine.memory == []
+    await store.open()
+    try:
+        assert await store.load_memory() == []
+    finally:
+        await store.close()
+
+
 async def test_sigterm_stops_the_daemon_cleanly(world: World) -> None:
     config = load_config(world.config_path)
     ready = asyncio.Event()

@@ -14,9 +14,11 @@ from typing import Any, Literal
 import pytest
 from pydantic import Field
 
+from daemon.actions import action_params_models
 from daemon.actions.base import ActionParams
 from daemon.durations import Seconds
 from daemon.engine import RuleError, check_rules, load_rules
+from daemon.notify.alerts import unknown_routes
 
 HERE = Path(__file__).parent
 VALID = sorted((HERE / "valid").glob("*.yaml"))
@@ -119,55 +121,55 @@ def test_problems_from_every_file_are_listed(monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[path.name for path in EXAMPLES])
 def test_example_rule_files_pass_check_with_the_real_actions(path: Path) -> None:
-    from daemon.actions.log import LogAction
-    from daemon.actions.webhook import WebhookAction
-
-    actions = {action.name: action.params_model for action in (LogAction, WebhookAction)}
-    assert [str(problem) for problem in check_rules([path], actions)] == []
+    assert [str(problem) for problem in check_rules([path], action_params_models())] == []
 
 
-def test_the_examples_load_together() -> None:
+def test_the_examples_load_together_and_alert_to_the_documented_routes() -> None:
     assert len(EXAMPLES) >= 3
-    from daemon.actions.log import LogAction
-    from daemon.actions.webhook import WebhookAction
-
-    actions = {action.name: action.params_model for action in (LogAction, WebhookAction)}
-    rules = load_rules(EXAMPLES, actions)
+    rules = load_rules(EXAMPLES, action_params_models())
     assert rules.guard is not None
-    assert {step.action for rule in rules.rules for step in rule.steps} <= {"log", "webhook"}
+    assert {step.action for rule in rules.rules for step in rule.steps} <= {"alert", "log"}
+    # deploy/cloudpilot.toml configures these two routes; the shipped rules use no others.
+    assert unknown_routes(rules, ["oncall", "security"]) == []
 
 
 def test_the_examples_do_what_their_comments_say() -> None:
-    from daemon.actions.log import LogAction
-    from daemon.actions.webhook import WebhookAction
     from daemon.engine import Engine
     from daemon.facts import Facts
     from daemon.models import Event
 
-    actions = {action.name: action.params_model for action in (LogAction, WebhookAction)}
-    engine = Engine(load_rules(EXAMPLES, actions), stale_after=3600)
+    engine = Engine(load_rules(EXAMPLES, action_params_models()), stale_after=3600)
     now = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 
     def event(kind: str, key: str, resource: str, /, **data: Any) -> Event:
         return Event(kind, key, now, resource, data)
 
+    login = {"action": "Login", "status": "success", "ip_address": "198.51.100.7"}
+    pod = {"cluster": "skg1", "name": "infer", "status": "terminated", "failed": False}
     events = [
         event("seeweb.action.failed", "a:1", "ec1", type="power_off", user="alice"),
         event("seeweb.action.failed", "a:2", "ec1", type="power_off", user="ci-bot"),
-        event("seeweb.action.stuck", "a:3", "ec2", type="rollback", user="bob"),
+        event("seeweb.action.stuck", "a:3", "ec2", id=3, type="rollback", user="bob"),
         event("seeweb.log", "l:1", "foo", actor="foo", action="Login", status="failure"),
         event("seeweb.log", "l:2", "ec1", actor="bob", action="DeleteServer", severity=None),
-        event("seeweb.log", "l:3", "ec1", actor="bob", action=None, severity="error"),
+        event("seeweb.log", "l:3", "", actor="alice", **login),
+        event("seeweb.log", "l:4", "", actor="alice", **login),  # the same address: not new
+        event("seeweb.log", "l:5", "ci", actor="alice", action="Create API Token", target="ci"),
         event("k8sgpu.pod.failed", "p:1", "u1", cluster="skg1", name="train", status="failed"),
+        event("k8sgpu.pod.terminated", "p:2", "u2", in_deletion=False, **pod),
+        event("k8sgpu.pod.terminated", "p:3", "u3", in_deletion=True, **pod),
+        event("cloudpilot.gap", "g:1", "actions", source="actions", after_id=1, before_id=9),
     ]
     decided = [(d.key, d.mode.value) for d in engine.evaluate(events, Facts(), now)]
     assert decided == [
         ("failed-actions/0/a:1", "enforce"),
-        ("failed-actions/1/a:1", "enforce"),
         ("destructive-actions-by-people/0/a:1", "enforce"),
         ("stuck-actions/0/a:3", "enforce"),
         ("failed-logins/0/l:1", "enforce"),
         ("deletes-outside-cloudpilot/0/l:2", "dry_run"),
-        ("audit-warnings/0/l:3", "enforce"),
+        ("login-from-new-ip/0/l:3", "enforce"),
+        ("api-token-changes/0/l:5", "enforce"),
         ("gpu-pod-failed/0/p:1", "enforce"),
+        ("gpu-pod-terminated/0/p:2", "enforce"),
+        ("polling-gaps/0/g:1", "enforce"),
     ]

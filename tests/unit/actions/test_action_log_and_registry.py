@@ -8,11 +8,12 @@ from action_fakes import GatedAction, capture_logger, events_named, make_decisio
 from pydantic import ValidationError
 
 from daemon.actions import action_params_models, default_registry
+from daemon.actions.alert import AlertParams
 from daemon.actions.base import ActionContext, ActionRegistry
 from daemon.actions.log import LogAction, LogParams
 from daemon.actions.webhook import WebhookParams
 from daemon.clock import FakeClock
-from daemon.models import OutcomeStatus
+from daemon.models import Decision, Outcome, OutcomeStatus
 
 
 async def test_log_writes_the_message_with_rule_and_event() -> None:
@@ -47,16 +48,34 @@ def test_log_params() -> None:
         LogParams.model_validate({"message": "hi", "extra": 1})
 
 
+class _Raiser:
+    def __init__(self) -> None:
+        self.raised: list[Decision] = []
+
+    async def raise_alert(self, decision: Decision) -> Outcome:
+        self.raised.append(decision)
+        return Outcome(OutcomeStatus.DONE, "queued")
+
+
 async def test_default_registry_has_the_built_in_actions() -> None:
     log, _ = capture_logger()
+    raiser = _Raiser()
     async with aiohttp.ClientSession() as session:
-        registry = default_registry(session=session, clock=FakeClock(), log=log)
-    assert list(registry) == ["log", "webhook"]
+        registry = default_registry(session=session, clock=FakeClock(), log=log, alerts=raiser)
+    assert list(registry) == ["alert", "log", "webhook"]
     assert "webhook" in registry
     assert "power_off" not in registry
-    assert registry.params_models() == {"log": LogParams, "webhook": WebhookParams}
+    assert registry.params_models() == {
+        "alert": AlertParams,
+        "log": LogParams,
+        "webhook": WebhookParams,
+    }
     assert action_params_models() == registry.params_models()
     assert not registry.get("webhook").destructive
+    decision = make_decision(action="alert", params={"summary": "s", "to": ["oncall"]})
+    ctx = ActionContext(decision=decision, clock=FakeClock(), log=log, timeout_s=5.0)
+    assert (await registry.get("alert").run(ctx)).status is OutcomeStatus.DONE
+    assert raiser.raised == [decision]
 
 
 def test_a_name_registers_once() -> None:

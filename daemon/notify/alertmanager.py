@@ -95,9 +95,11 @@ class AlertmanagerSender(ConfiguredRoute):
         }
 
     def _ends_at(self, notification: Notification) -> datetime:
+        # Never before startsAt (Alertmanager answers 400), even when the provider's clock, which
+        # set startsAt, runs ahead of ours.
         now = self._clock.now()
         if notification.status is AlertStatus.RESOLVED:
             # Never later than now: a provider clock ahead of ours must not keep it active.
-            return min(notification.ended_at or now, now)
+            return max(notification.started_at, min(notification.ended_at or now, now))
         lease = timedelta(seconds=ENDS_AFTER_REFRESHES * self._config.resend_every)
-        return now + lease
+        return max(now, notification.started_at) + lease

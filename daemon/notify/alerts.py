@@ -201,15 +201,18 @@ class AlertBook:
         return settled
 
     async def committed(self, settled: Settled) -> None:
-        """Count what a committed batch did and wake the dispatcher for its deliveries."""
+        """Wake the dispatcher for a committed batch's deliveries, and count what it did."""
+        if settled.destinations:
+            self._on_queued(settled.destinations)
         for outcome in settled.outcomes:
             self._metrics.actions.labels(ALERT_ACTION, outcome).inc()
         for rule, change in settled.changes:
             self._metrics.alert_changes.labels(rule, change).inc()
         if any(change != "repeated" for _, change in settled.changes):
-            await self.count_firing()
-        if settled.destinations:
-            self._on_queued(settled.destinations)
+            try:
+                await self.count_firing()
+            except Exception as exc:  # only a gauge: the batch has committed, go on
+                self._log.error("alert_gauge_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def count_firing(self) -> None:
         """Set the firing-alerts gauge from the store, for every rule that has or had one."""
@@ -421,9 +424,10 @@ class AlertBook:
         now: datetime,
         settled: Settled,
     ) -> None:
+        # One key per firing cycle and change: two cycles may start at the same provider second.
         delivery_key = (
             f"{notification.alert_key}@{notification.started_at.isoformat()}"
-            f"/{notification.status.value}"
+            f"/{notification.status.value}/{notification.event.get('key', '')}"
         )
         for route in routes:
             for destination in self._routes[route]:

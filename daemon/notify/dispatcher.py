@@ -23,7 +23,7 @@ from typing import Protocol, cast
 import structlog
 
 from daemon.clock import Clock
-from daemon.notify.model import Delivery, Notification, Sender, SendResult, Verdict
+from daemon.notify.model import AlertStatus, Delivery, Notification, Sender, SendResult, Verdict
 from daemon.observability.metrics import Metrics
 from daemon.state.store import Store
 
@@ -180,7 +180,7 @@ class Dispatcher:
                         return wait
                     changed = True
                     delivery = due[0]
-                    if self._expired(sender, delivery):
+                    if self._expired(sender, delivery) or await self._superseded(sender, delivery):
                         await self._store.remove_delivery(delivery.id)
                         continue
                     result = await self._send(sender, destination, delivery)
@@ -207,6 +207,22 @@ class Dispatcher:
             finally:
                 if changed:
                     await self.count_queued()
+
+    async def _superseded(self, sender: Sender, delivery: Delivery) -> bool:
+        """Return whether a late firing to Alertmanager would revive an alert since resolved.
+
+        Alertmanager holds state, not messages: once the alert resolved (and the refresh may
+        already have said so), its older firing notification is obsolete, not owed.
+        """
+        notification = delivery.notification
+        if sender.route not in self._refresh_every or notification.status is not AlertStatus.FIRING:
+            return False
+        alert = await self._store.get_alert(notification.alert_key)
+        return (
+            alert is not None
+            and alert.status == AlertStatus.RESOLVED
+            and alert.started_at == notification.started_at
+        )
 
     def _expired(self, sender: Sender, delivery: Delivery) -> bool:
         limit = self._give_up_after(sender.route)

@@ -311,3 +311,11 @@ def test_routes_must_exist(tmp_path: Path) -> None:
         f"{tmp_path}/rules.yaml:21: rules[2].do[0].alert.to: unknown route 'chat' (known: oncall)",
         f"{tmp_path}/rules.yaml:26: rules[3].do[0].alert.to: unknown route 'chat' (known: oncall)",
     ]
+
+
+async def test_a_second_firing_at_the_same_second_is_queued_too(book: Book) -> None:
+    # Provider times have a second's resolution: a re-fire may start when the last one did.
+    await book.feed([action("failed", id=709, at=0), action("completed", id=713, at=0)])
+    await book.feed([action("failed", id=714, at=0)])
+    statuses = [n.status for n in await book.queued("oncall")]
+    assert statuses == [AlertStatus.FIRING, AlertStatus.RESOLVED, AlertStatus.FIRING]

@@ -362,3 +362,29 @@ async def test_a_refresh_in_flight_never_lands_after_the_resolve(rig: Rig) -> No
     await refresh
     await pump
     assert am.arrived == [AlertStatus.FIRING, AlertStatus.RESOLVED]  # the resolve has the last word
+
+
+async def test_a_late_firing_never_revives_a_resolved_alert_in_alertmanager(rig: Rig) -> None:
+    am = FakeSender("am", kind="alertmanager", answers=[SendResult(Verdict.RETRY, "HTTP 503")])
+    dispatcher = rig.make(am, refresh_every={"am": 60.0})
+    fired = notification("r/ec1")
+    await rig.enqueue("am", fired)
+    delay = await dispatcher.pump("am")
+    assert delay is not None
+    # The alert resolves while its firing waits for a retry.
+    resolved = notification("r/ec1", AlertStatus.RESOLVED)
+    record = AlertRecord(
+        key=fired.alert_key,
+        rule="r",
+        status="resolved",
+        started_at=T0,
+        updated_at=T0,
+        data={"notification": resolved.as_dict(), "routes": ["am"]},
+    )
+    async with rig.store.batch() as batch:
+        await batch.put_alert(record)
+    await rig.enqueue("am", resolved)
+    rig.clock.advance(delay)
+    assert await dispatcher.pump("am") is None
+    assert [n.status for _, n in am.sent] == [AlertStatus.FIRING, AlertStatus.RESOLVED]
+    assert await rig.store.pending_deliveries() == {}

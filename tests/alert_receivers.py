@@ -17,6 +17,8 @@ import shutil
 import socket
 import ssl
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -337,3 +339,54 @@ class FakeSmtp:
 def _login(session: Session) -> str | None:
     data = session.auth_data
     return data.login.decode() if isinstance(data, LoginPassword) else None
+
+
+# --- a real Alertmanager ---------------------------------------------------------------------
+
+ALERTMANAGER_CONFIG = """\
+route:
+  receiver: "null"
+receivers:
+  - name: "null"
+"""
+
+
+@contextmanager
+def alertmanager_process(tmp_path: Path) -> Iterator[str]:
+    """Run Debian's Alertmanager on a free loopback port; yield its URL; skip when absent."""
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if binary is None:
+        pytest.skip(
+            "Alertmanager is not installed, so the real-Alertmanager tests cannot run. `make "
+            "test` installs Debian's prometheus-alertmanager with apt-get "
+            "(.ci/ensure-packages); that failed or was skipped here. Install it with "
+            "`apt-get install prometheus-alertmanager`."
+        )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(ALERTMANAGER_CONFIG)
+    (tmp_path / "am-data").mkdir()
+    with (tmp_path / "alertmanager.log").open("w") as log:
+        process = subprocess.Popen(  # noqa: S603 - a fixed binary found on PATH
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.path={tmp_path / 'am-data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+                "--log.level=warn",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -15,11 +15,9 @@ import asyncio
 import contextlib
 import os
 import random
-import shutil
 import signal
 import socket
 import sqlite3
-import subprocess
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -31,6 +29,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from alert_receivers import alertmanager_process
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = 20261110
@@ -59,13 +58,6 @@ rules:
           summary: "{{ event.data.type }} failed on {{ event.resource }}"
           to: [am, pd, hook]
           resolve: {on: seeweb.action.completed, same: [resource, data.type]}
-"""
-
-AM_CONFIG = """\
-route:
-  receiver: "null"
-receivers:
-  - name: "null"
 """
 
 Group = tuple[str, str]  # (server, action type)
@@ -213,47 +205,10 @@ async def receivers() -> AsyncIterator[Receivers]:
 # --- Alertmanager --------------------------------------------------------------------------------
 
 
-def alertmanager_binary() -> str:
-    for name in ("prometheus-alertmanager", "alertmanager"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip(
-        "Alertmanager is not installed, so the alerts crash test cannot run. `make test` "
-        "installs Debian's prometheus-alertmanager with apt-get (.ci/ensure-packages); that "
-        "failed or was skipped here. Install it with `apt-get install prometheus-alertmanager`."
-    )
-
-
 @pytest.fixture
 def alertmanager_url(tmp_path: Path) -> Iterator[str]:
-    binary = alertmanager_binary()
-    port = free_port()
-    config = tmp_path / "alertmanager.yml"
-    config.write_text(AM_CONFIG)
-    (tmp_path / "am-data").mkdir()
-    with (tmp_path / "alertmanager.log").open("w") as log:
-        process = subprocess.Popen(  # noqa: S603 - a fixed binary found on PATH
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.path={tmp_path / 'am-data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--cluster.listen-address=",
-                "--log.level=warn",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with alertmanager_process(tmp_path) as url:
+        yield url
 
 
 @dataclass

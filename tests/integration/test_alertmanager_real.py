@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from alert_receivers import alertmanager_process
 from conftest import SimFactory, SimHandle
 from prometheus_client import CollectorRegistry
 
@@ -27,31 +26,7 @@ from daemon.clock import FakeClock
 from daemon.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
-AM_CONFIG = """\
-route:
-  receiver: "null"
-receivers:
-  - name: "null"
-"""
 READY_WITHIN_S = 30.0
-
-
-def _binary() -> str:
-    for name in ("prometheus-alertmanager", "alertmanager"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip(
-        "Alertmanager is not installed, so the real-Alertmanager tests cannot run. `make test` "
-        "installs Debian's prometheus-alertmanager with apt-get (.ci/ensure-packages); that "
-        "failed or was skipped here. Install it with `apt-get install prometheus-alertmanager`."
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -69,45 +44,20 @@ class Alertmanager:
 
 
 @pytest.fixture
-def alertmanager_process(tmp_path: Path) -> Iterator[str]:
-    binary = _binary()
-    port = _free_port()
-    config = tmp_path / "alertmanager.yml"
-    config.write_text(AM_CONFIG)
-    (tmp_path / "am-data").mkdir()
-    with (tmp_path / "alertmanager.log").open("w") as log:
-        process = subprocess.Popen(  # noqa: S603 - a fixed binary found on PATH
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.path={tmp_path / 'am-data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--cluster.listen-address=",
-                "--log.level=warn",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def alertmanager_url(tmp_path: Path) -> Iterator[str]:
+    with alertmanager_process(tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
-async def alertmanager(alertmanager_process: str) -> AsyncIterator[Alertmanager]:
+async def alertmanager(alertmanager_url: str) -> AsyncIterator[Alertmanager]:
     async with aiohttp.ClientSession() as session:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + READY_WITHIN_S
         while True:
             # Waiting for another program to start listening, not for Cloudpilot's behaviour.
             try:
-                async with session.get(f"{alertmanager_process}/-/ready") as response:
+                async with session.get(f"{alertmanager_url}/-/ready") as response:
                     if response.status == 200:
                         break
             except aiohttp.ClientConnectionError:
@@ -115,7 +65,7 @@ async def alertmanager(alertmanager_process: str) -> AsyncIterator[Alertmanager]
             if loop.time() > deadline:
                 pytest.fail(f"Alertmanager did not become ready within {READY_WITHIN_S:g} s")
             await asyncio.sleep(0.05)
-        yield Alertmanager(alertmanager_process, session)
+        yield Alertmanager(alertmanager_url, session)
 
 
 @dataclass

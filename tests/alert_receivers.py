@@ -208,39 +208,6 @@ def closed_port() -> int:
 # --- SMTP ----------------------------------------------------------------------------------------
 
 
-def self_signed_cert(directory: Path) -> tuple[Path, Path]:
-    """Return a certificate and key for localhost and 127.0.0.1, made with the openssl CLI."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is not installed, so no certificate for STARTTLS can be made")
-    cert, key = directory / "smtp-cert.pem", directory / "smtp-key.pem"
-    subprocess.run(  # noqa: S603  fixed arguments, no shell
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
-
-
 @dataclass
 class Mail:
     """One message the SMTP server accepted."""

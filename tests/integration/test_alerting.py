@@ -33,11 +33,11 @@ from alert_receivers import (
     FakeSmtp,
     HttpReceiver,
     closed_port,
-    self_signed_cert,
     verify_signature,
 )
 from conftest import START, SimFactory, SimHandle
 from prometheus_client import CollectorRegistry, generate_latest
+from tls_cert import self_signed_cert
 
 from daemon.app import Daemon
 from daemon.clock import FakeClock

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 import ssl
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from action_fakes import (
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from structlog.testing import LogCapture
+from tls_cert import self_signed_cert
 
 from daemon import __version__
 from daemon.actions.base import ActionContext
@@ -299,36 +298,8 @@ def test_redacted_params_hide_header_values_and_the_url_path() -> None:
 
 @pytest.fixture
 def tls_files(tmp_path: Path) -> tuple[Path, Path]:
-    """Return a self-signed certificate and key for `hooks.test`, made with openssl."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(  # noqa: S603  fixed arguments, no shell
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=hooks.test",
-            "-addext",
-            "subjectAltName=DNS:hooks.test",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    """Return a self-signed certificate and key for `hooks.test`."""
+    return self_signed_cert(tmp_path, "hooks.test", loopback_ip=False)
 
 
 async def test_https_by_name_connects_to_the_checked_address_and_verifies_the_name(

@@ -7,10 +7,8 @@ import contextlib
 import email
 import email.policy
 import json
-import shutil
 import socket
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +16,6 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
@@ -180,39 +177,6 @@ class FakeResolver(AbstractResolver):
 
     async def close(self) -> None:
         """Nothing to close."""
-
-
-def self_signed_cert(directory: Path, name: str = "localhost") -> tuple[Path, Path]:
-    """Return a certificate and key for `name` and 127.0.0.1, made with the openssl CLI."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is not installed")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(  # noqa: S603  fixed arguments, no shell
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            f"/CN={name}",
-            "-addext",
-            f"subjectAltName=DNS:{name},IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 ROUTING_KEY = "R0UT1NG-KEY-0123456789abcdef0123"

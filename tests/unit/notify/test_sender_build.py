@@ -9,7 +9,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from sender_fakes import make_clock, make_notification, receiver, self_signed_cert
+from sender_fakes import make_clock, make_notification, receiver
+from tls_cert import self_signed_cert
 
 from daemon.config import Config, load_config
 from daemon.errors import ConfigError

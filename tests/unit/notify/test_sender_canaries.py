@@ -20,8 +20,8 @@ from sender_fakes import (
     make_notification,
     notifier,
     receiver,
-    self_signed_cert,
 )
+from tls_cert import self_signed_cert
 
 from daemon.notify.email import EmailSender
 from daemon.notify.model import AlertStatus, Notification, Sender, SendResult, Verdict

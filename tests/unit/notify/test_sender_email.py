@@ -17,8 +17,8 @@ from sender_fakes import (
     make_clock,
     make_notification,
     notifier,
-    self_signed_cert,
 )
+from tls_cert import self_signed_cert
 
 from daemon.notify.email import EmailSender, message_id, subject
 from daemon.notify.model import AlertStatus, Severity, Verdict

@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import json
 import shutil
-import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from processes import free_port
 
 
 @dataclass(frozen=True)
@@ -197,14 +197,6 @@ def verify_signature(request: Request, secret: str, header: str = "X-Cloudpilot-
     return hmac.compare_digest(request.headers[header], f"sha256={expected.hexdigest()}")
 
 
-def closed_port() -> int:
-    """Return a port on 127.0.0.1 that nothing listens on (bound, then closed)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 # --- SMTP ----------------------------------------------------------------------------------------
 
 
@@ -329,9 +321,7 @@ def alertmanager_process(tmp_path: Path) -> Iterator[str]:
             "(.ci/ensure-packages); that failed or was skipped here. Install it with "
             "`apt-get install prometheus-alertmanager`."
         )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+    port = free_port()
     config = tmp_path / "alertmanager.yml"
     config.write_text(ALERTMANAGER_CONFIG)
     (tmp_path / "am-data").mkdir()

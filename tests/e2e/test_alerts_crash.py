@@ -16,9 +16,7 @@ import contextlib
 import os
 import random
 import signal
-import socket
 import sqlite3
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,8 +28,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from alert_receivers import alertmanager_process
+from processes import free_port, simulator, start_daemon
 
-REPO = Path(__file__).resolve().parents[2]
 SEED = 20261110
 ROUNDS = 4
 # Each round fails actions in groups (a server and an action type) no other round uses, so a
@@ -62,13 +60,6 @@ rules:
 
 Group = tuple[str, str]  # (server, action type)
 LabelSet = frozenset[tuple[str, str]]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def until(check: Callable[[], bool], within_s: float, what: str) -> None:
@@ -266,25 +257,8 @@ async def simulator_url() -> AsyncIterator[str]:
     # Real speed: simulated time is wall time, so Alertmanager, which judges startsAt and endsAt
     # by its own clock, sees alerts that start now; injected actions end a fraction of a second
     # after they start.
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "daemon", "simulator",
-        "--listen", "127.0.0.1:0", "--scenario", "quiet", "--speed", "1",
-        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    assert process.stdout is not None
-    line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
-    assert line.startswith("simulator listening on "), line
-    yield line.split()[3]
-    process.terminate()
-    await asyncio.wait_for(process.wait(), 10)
-
-
-async def start_daemon(config: Path, log: Path) -> asyncio.subprocess.Process:
-    with log.open("ab") as out:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "daemon", "run", "--config", str(config),
-            cwd=REPO, stdout=out, stderr=out,
-        )  # fmt: skip
+    async with simulator(speed="1") as url:
+        yield url
 
 
 async def wait_ready(http: aiohttp.ClientSession, url: str, log: Path) -> None:

@@ -11,9 +11,7 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import sqlite3
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,8 +20,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from processes import free_port, simulator, start_daemon
 
-REPO = Path(__file__).resolve().parents[2]
 ROUNDS = 4
 ACTIONS_PER_ROUND = 25
 DEADLINE_S = 40.0
@@ -41,44 +39,10 @@ rules:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 async def simulator_url() -> AsyncIterator[str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "daemon",
-        "simulator",
-        "--listen",
-        "127.0.0.1:0",
-        "--scenario",
-        "quiet",
-        "--speed",
-        "0",
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert process.stdout is not None
-    line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
-    assert line.startswith("simulator listening on "), line
-    yield line.split()[3]
-    process.terminate()
-    await asyncio.wait_for(process.wait(), 10)
-
-
-async def start_daemon(config: Path, log: Path) -> asyncio.subprocess.Process:
-    with log.open("ab") as out:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "daemon", "run", "--config", str(config),
-            cwd=REPO, stdout=out, stderr=out,
-        )  # fmt: skip
+    async with simulator(speed="0") as url:
+        yield url
 
 
 async def wait_ready(http: aiohttp.ClientSession, url: str) -> None:

@@ -32,10 +32,10 @@ from alert_receivers import (
     FakeSlack,
     FakeSmtp,
     HttpReceiver,
-    closed_port,
     verify_signature,
 )
 from conftest import START, SimFactory, SimHandle
+from processes import free_port
 from prometheus_client import CollectorRegistry, generate_latest
 from tls_cert import self_signed_cert
 
@@ -483,7 +483,7 @@ async def test_a_failing_pagerduty_is_retried_on_schedule_while_others_deliver_a
 async def test_a_receiver_down_longer_than_give_up_after_is_given_up(
     world: World, captured_logs: io.StringIO
 ) -> None:
-    dead = closed_port()
+    dead = free_port()
     world.configure(
         {
             "hook": world.notifier(
@@ -554,7 +554,7 @@ REFUSED = 0  # not a status: the receiver's port is closed
 async def test_what_each_answer_means(world: World, route: str, status: int, outcome: str) -> None:
     receiver = world.hook if route == "hook" else world.pd
     path = HOOK_PATH if route == "hook" else PD_PATH
-    url = receiver.url(path) if status != REFUSED else f"http://127.0.0.1:{closed_port()}{path}"
+    url = receiver.url(path) if status != REFUSED else f"http://127.0.0.1:{free_port()}{path}"
     world.configure({route: world.notifier(route, url=url)}, alert_rules([route]))
     receiver.default = Answer(status)
     registry = CollectorRegistry()
@@ -615,7 +615,7 @@ async def test_no_secret_shows_in_logs_metrics_state_status_or_errors(
     smtp = await FakeSmtp(cert, key, username=SMTP_USERNAME, password=SMTP_PASSWORD).start()
     (world.dir / "smtp.password").write_text(SMTP_PASSWORD + "\n")
     (world.dir / "smtp-ca.pem").write_text(cert.read_text())
-    dead = closed_port()
+    dead = free_port()
     (world.dir / "dead.url").write_text(f"http://127.0.0.1:{dead}/hooks/{CANARY}?t={CANARY}\n")
     # Hostile receivers: they echo the request (routing key, signature, path) in their answers.
     world.pd.echo = True
@@ -841,7 +841,7 @@ async def test_actions_landing_while_paging_each_trigger_pagerduty_exactly_once(
 
 
 async def test_a_dead_route_keeps_its_delivery_until_its_receiver_comes_up(world: World) -> None:
-    port = closed_port()
+    port = free_port()
     world.configure(
         {
             "chat": world.notifier("chat"),
@@ -888,7 +888,7 @@ async def test_a_dead_route_keeps_its_delivery_until_its_receiver_comes_up(world
 
 
 async def test_a_queued_delivery_survives_a_restart_onto_a_fixed_config(world: World) -> None:
-    dead = f"http://127.0.0.1:{closed_port()}{HOOK_PATH}"
+    dead = f"http://127.0.0.1:{free_port()}{HOOK_PATH}"
     notifiers = {"chat": world.notifier("chat"), "hook": world.notifier("hook", url=dead)}
     world.configure(notifiers, alert_rules(["chat", "hook"]))
     async with world.daemon() as daemon:

@@ -143,14 +143,6 @@ async def receiver(**answer: Any) -> AsyncIterator[Receiver]:
         await server.close()
 
 
-def closed_port() -> int:
-    """Return a port on 127.0.0.1 that nothing listens on (bound, then closed)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 class FakeResolver(AbstractResolver):
     """A resolver answering from a table."""
 

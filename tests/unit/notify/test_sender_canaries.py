@@ -9,11 +9,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from processes import free_port
 from sender_fakes import (
     SMTP_USERNAME,
     FakeResolver,
     Tls,
-    closed_port,
     http_sender,
     mail_server,
     make_clock,
@@ -113,7 +113,7 @@ async def test_silence_refusal_and_bad_names_leak_nothing(
     async with receiver(hang=True) as silent:
         sender = make_sender(kind, silent.url(PATHS[kind]), session, timeout=0.05)
         results += await send_both(sender)
-    refused = make_sender(kind, f"http://127.0.0.1:{closed_port()}{PATHS[kind]}", session)
+    refused = make_sender(kind, f"http://127.0.0.1:{free_port()}{PATHS[kind]}", session)
     results += await send_both(refused)
     resolver = FakeResolver({"metadata.test": ["169.254.169.254"], "rebind.test": ["fe80::1"]})
     for host in ("metadata.test", "rebind.test", "unknown.test"):
@@ -198,7 +198,7 @@ async def test_smtp_failures_leak_no_password(tls: Tls) -> None:
         results.append(await email_sender(server.port, ca=tls.pem()).send("mail", notification))
     async with hanging_up(read_first=False) as port:
         results.append(await email_sender(port, ca=tls.pem()).send("mail", notification))
-    results.append(await email_sender(closed_port(), ca=None).send("mail", notification))
+    results.append(await email_sender(free_port(), ca=None).send("mail", notification))
     assert [result.verdict for result in results] == [
         Verdict.RETRY,
         Verdict.REJECTED,

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import free_port
 from pydantic import ValidationError
 from sender_fakes import (
     SMTP_PASSWORD,
     SMTP_USERNAME,
     Tls,
-    closed_port,
     mail_server,
     make_clock,
     make_notification,
@@ -196,7 +196,7 @@ def test_plain_smtp_to_another_host_is_refused_at_load() -> None:
 
 
 async def test_a_refused_connection_is_retried() -> None:
-    port = closed_port()
+    port = free_port()
     result = await sender(port, ca=None).send("mail", make_notification())
     assert result.verdict is Verdict.RETRY
     assert result.detail.startswith(f"smtp 127.0.0.1:{port}: Error connecting to 127.0.0.1")
@@ -223,7 +223,7 @@ async def test_a_server_that_never_greets_is_retried_after_the_timeout() -> None
 
 
 async def test_a_destination_the_route_does_not_own_is_rejected() -> None:
-    route = sender(closed_port(), ca=None)
+    route = sender(free_port(), ca=None)
     result = await route.send("other", make_notification())
     assert result.verdict is Verdict.REJECTED
     assert (route.destinations, route.kind, route.rate_per_s) == (("mail",), "email", 1.0)

@@ -8,10 +8,10 @@ from email.utils import format_datetime
 
 import aiohttp
 import pytest
+from processes import free_port
 from sender_fakes import (
     HTTP_KINDS,
     NOW,
-    closed_port,
     http_sender,
     make_clock,
     make_notification,
@@ -90,7 +90,7 @@ async def test_no_answer_within_the_timeout_is_retried(
 
 @pytest.mark.parametrize("kind", HTTP_KINDS)
 async def test_a_refused_connection_is_retried(session: aiohttp.ClientSession, kind: str) -> None:
-    port = closed_port()
+    port = free_port()
     sender = http_sender(
         kind, f"http://127.0.0.1:{port}/in", http=SafeHttp(session), clock=make_clock()
     )

@@ -10,7 +10,8 @@ from email.utils import format_datetime
 
 import aiohttp
 import pytest
-from sender_fakes import NOW, FakeResolver, closed_port, receiver
+from processes import free_port
+from sender_fakes import NOW, FakeResolver, receiver
 from yarl import URL
 
 from daemon.actions.urls import UnsafeUrlError, check_url, resolve_checked
@@ -138,7 +139,7 @@ def test_an_answer_is_judged_by_its_status(status: int, verdict: Verdict, detail
 
 
 async def test_failures_name_only_the_origin(session: aiohttp.ClientSession) -> None:
-    url = URL(f"http://127.0.0.1:{closed_port()}/services/T0K3N")
+    url = URL(f"http://127.0.0.1:{free_port()}/services/T0K3N")
     with pytest.raises(aiohttp.ClientConnectorError) as caught:
         await SafeHttp(session).post(url, b"{}", {})
     detail = failure_detail(caught.value, url, 1.0)

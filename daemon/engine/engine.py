@@ -10,8 +10,11 @@ from typing import Any, Literal, Protocol
 
 from daemon.engine.cel import CelCondition, CelInput
 from daemon.engine.match import Predicate
+from daemon.engine.schema import DEFAULT_RISKY
 from daemon.facts import Facts
 from daemon.models import Decision, Event, Mode
+from daemon.policies.scaling import ScalingSpec
+from daemon.policies.selector import ServerSelector
 from daemon.state.store import MemoryEntry, MemoryKind
 
 Concurrency = Literal["queued", "parallel", "single"]
@@ -84,11 +87,39 @@ class CompiledRule:
 class GuardSpec:
     """The guard section: risky action types and the snapshot taken before them."""
 
-    risky: tuple[str, ...]
-    snapshot_first: bool
-    snapshot_timeout_s: float
-    keep_snapshots: int
+    risky: tuple[str, ...] = DEFAULT_RISKY
+    snapshot_first: bool = True
+    snapshot_timeout_s: float = 1800.0
+    keep_snapshots: int = 3
+    file: str = ""
+    verify_timeout_s: float = 600.0
+    rollback_on_failure: bool = False
+    to: tuple[str, ...] = ()
+
+
+DEFAULT_GUARD = GuardSpec()
+
+
+@dataclass(frozen=True, slots=True)
+class AutoscaleRule:
+    """A compiled `autoscale:` rule: which servers, and the scaling settings."""
+
+    name: str
     file: str
+    line: int
+    provider: str
+    servers: ServerSelector
+    spec: ScalingSpec
+    mode: Mode = Mode.ENFORCE
+    enabled: bool = True
+    description: str = ""
+    snapshot: str | None = None
+    to: tuple[str, ...] = ()
+
+    @property
+    def where(self) -> str:
+        """Return `file:line` of the rule's definition."""
+        return f"{self.file}:{self.line}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +129,16 @@ class RuleSet:
     rules: tuple[CompiledRule, ...] = ()
     guard: GuardSpec | None = None
     files: tuple[str, ...] = ()
+    autoscale: tuple[AutoscaleRule, ...] = ()
 
     def __len__(self) -> int:
-        return sum(1 for rule in self.rules if rule.enabled)
+        events = sum(1 for rule in self.rules if rule.enabled)
+        return events + sum(1 for rule in self.autoscale if rule.enabled)
+
+    @property
+    def guard_in_force(self) -> GuardSpec:
+        """Return the guard section, or the defaults when no file has one."""
+        return self.guard or DEFAULT_GUARD
 
     def get(self, name: str) -> CompiledRule | None:
         """Return the rule called `name`, or None."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -20,7 +21,9 @@ from pydantic.json_schema import models_json_schema
 from daemon.actions.base import ActionParams, params_as_data
 from daemon.engine.cel import CelCompileError, CelCompiler, CelCondition, CelIssue
 from daemon.engine.engine import (
+    DEFAULT_GUARD,
     ActionStep,
+    AutoscaleRule,
     CompiledRule,
     FirstSeen,
     GuardSpec,
@@ -29,9 +32,21 @@ from daemon.engine.engine import (
     Throttle,
 )
 from daemon.engine.match import MISSING, compile_match, value_getter
-from daemon.engine.schema import MAX_WHEN_CHARS, GuardModel, RuleFileModel, RuleModel
+from daemon.engine.schema import (
+    MAX_WHEN_CHARS,
+    AutoscaleRuleModel,
+    GuardModel,
+    RuleFileModel,
+    RuleModel,
+)
 from daemon.errors import ConfigError
 from daemon.models import Event, Mode
+from daemon.policies.scaling import ScalingSpec, Threshold
+from daemon.policies.selector import ServerSelector
+from daemon.policies.windows import Windows, parse_window
+
+# Providers whose API takes no snapshots: a risky action there must say `snapshot: none`.
+NO_SNAPSHOTS: Final = frozenset({"glesys"})
 
 MAX_FILE_BYTES: Final = 1024 * 1024
 MAX_NESTING: Final = 50
@@ -457,6 +472,20 @@ class _Loading:
     guard: GuardSpec | None = None
     guard_at: str = ""
     files: list[str] = field(default_factory=list)
+    autoscale: list[AutoscaleRule] = field(default_factory=list)
+    # Risky actions on providers without snapshots, checked once the guard is known.
+    unsnapshotted: list[_Unsnapshotted] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Unsnapshotted:
+    """An action on a provider without snapshots that did not say `snapshot: none`."""
+
+    file: str
+    line: int
+    field: str
+    action: str
+    provider: str
 
 
 def _load(
@@ -473,7 +502,21 @@ def _load(
         _load_document(read, state, found)
         found.sort(key=lambda problem: problem.line or 0)
         state.problems.extend(found)
-    return RuleSet(tuple(state.rules), state.guard, tuple(state.files)), state.problems
+    guard = state.guard or DEFAULT_GUARD
+    for unsafe in state.unsnapshotted:
+        if unsafe.action in guard.risky:
+            state.problems.append(
+                Problem(
+                    unsafe.file,
+                    unsafe.line,
+                    unsafe.field,
+                    f"required for {unsafe.action} on {unsafe.provider}: the guard lists "
+                    f"{unsafe.action} as risky and {unsafe.provider} takes no snapshots; write "
+                    "`snapshot: none` to act without one",
+                )
+            )
+    rules = RuleSet(tuple(state.rules), state.guard, tuple(state.files), tuple(state.autoscale))
+    return rules, state.problems
 
 
 def _rule_files(paths: Sequence[Path], problems: list[Problem]) -> Iterator[tuple[Path, str]]:
@@ -526,6 +569,11 @@ def _load_document(doc: _Document, state: _Loading, found: list[Problem]) -> Non
         )
         return
     for index, raw in enumerate(rules):
+        if isinstance(raw, dict) and "autoscale" in raw:
+            scaler = _load_autoscale(doc, index, raw, state, found)
+            if scaler is not None:
+                state.autoscale.append(scaler)
+            continue
         rule = _load_rule(doc, index, raw, state, found)
         if rule is not None:
             state.rules.append(rule)
@@ -556,6 +604,80 @@ def _load_guard(doc: _Document, state: _Loading, found: list[Problem]) -> None:
         snapshot_timeout_s=guard.snapshot_timeout,
         keep_snapshots=guard.keep_snapshots,
         file=doc.name,
+        verify_timeout_s=guard.verify_timeout,
+        rollback_on_failure=guard.rollback_on_failure,
+        to=tuple(guard.to),
+    )
+
+
+def _check_name(
+    doc: _Document,
+    at: tuple[str | int, ...],
+    raw: dict[str, Any],
+    state: _Loading,
+    found: list[Problem],
+) -> None:
+    name = raw.get("name")
+    if isinstance(name, str):
+        where = f"{doc.name}:{doc.line_of((*at, 'name'))}"
+        first = state.names.setdefault(name, where)
+        if first != where:
+            found.append(
+                Problem(
+                    doc.name,
+                    doc.line_of((*at, "name")),
+                    _field_path((*at, "name")),
+                    f"duplicate rule name {name!r} (first at {first})",
+                )
+            )
+
+
+def _load_autoscale(
+    doc: _Document, index: int, raw: dict[str, Any], state: _Loading, found: list[Problem]
+) -> AutoscaleRule | None:
+    at: tuple[str | int, ...] = ("rules", index)
+    _check_name(doc, at, raw, state, found)
+    try:
+        model = AutoscaleRuleModel.model_validate(raw)
+    except ValidationError as exc:
+        found.extend(_errors(doc, exc, at))
+        return None
+    body = model.autoscale
+    if body.provider in NO_SNAPSHOTS and body.snapshot != "none":
+        loc = (*at, "autoscale")
+        state.unsnapshotted.append(
+            _Unsnapshotted(
+                doc.name,
+                doc.line_of(loc),
+                _field_path((*loc, "snapshot")),
+                "set_cores",
+                body.provider,
+            )
+        )
+    spec = ScalingSpec(
+        up=Threshold(body.up.above, body.up.for_, body.up.step),
+        down=Threshold(body.down.below, body.down.for_, body.down.step),
+        min_cores=body.min_cores,
+        max_cores=body.max_cores,
+        cooldown_s=body.cooldown,
+        windows=Windows(
+            tuple(parse_window(text) for text in body.windows), ZoneInfo(body.timezone)
+        ),
+        emergency_above=body.emergency_above,
+        max_resizes_per_day=body.max_resizes_per_day,
+    )
+    return AutoscaleRule(
+        name=model.name,
+        file=doc.name,
+        line=doc.line_of(at),
+        provider=body.provider,
+        servers=ServerSelector.of(body.servers.model_dump()),
+        spec=spec,
+        mode=Mode(model.mode),
+        enabled=model.enabled,
+        description=model.description or "",
+        snapshot=body.snapshot,
+        to=tuple(body.to),
     )
 
 
@@ -571,20 +693,21 @@ def _load_rule(
         found.extend(_errors(doc, exc, at))
     if not isinstance(raw, dict):
         return None
-    name = raw.get("name")
-    if isinstance(name, str):
-        where = f"{doc.name}:{doc.line_of((*at, 'name'))}"
-        first = state.names.setdefault(name, where)
-        if first != where:
-            found.append(
-                Problem(
+    _check_name(doc, at, raw, state, found)
+    steps = _load_steps(doc, at, raw.get("do"), state.actions, found)
+    for number, step in enumerate(steps or ()):
+        provider = step.params.get("provider")
+        if provider in NO_SNAPSHOTS and step.params.get("snapshot") != "none":
+            loc = (*at, "do", number, step.action)
+            state.unsnapshotted.append(
+                _Unsnapshotted(
                     doc.name,
-                    doc.line_of((*at, "name")),
-                    _field_path((*at, "name")),
-                    f"duplicate rule name {name!r} (first at {first})",
+                    doc.line_of(loc),
+                    _field_path((*loc, "snapshot")),
+                    step.action,
+                    str(provider),
                 )
             )
-    steps = _load_steps(doc, at, raw.get("do"), state.actions, found)
     when = raw.get("when")
     condition = None
     if isinstance(when, str) and 0 < len(when) <= MAX_WHEN_CHARS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -14,11 +15,15 @@ from pydantic import (
     StrictInt,
     StrictStr,
     WithJsonSchema,
+    model_validator,
 )
 
 from daemon.durations import parse_duration
 from daemon.engine.match import check_path, compile_value_test
+from daemon.policies.windows import parse_window
 
+# Actions that reboot or destroy, guarded unless a guard section says otherwise.
+DEFAULT_RISKY = ("set_cores", "power_off", "rollback", "delete_server")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 MAX_WHEN_CHARS = 4096
 
@@ -120,10 +125,129 @@ class GuardModel(_Strict):
 
     model_config = ConfigDict(title="Guard")
 
-    risky: list[Annotated[StrictStr, Field(min_length=1)]] = Field(default_factory=list)
+    risky: list[Annotated[StrictStr, Field(min_length=1)]] = Field(
+        default_factory=lambda: list(DEFAULT_RISKY)
+    )
     snapshot_first: StrictBool = True
     snapshot_timeout: Duration = 1800.0
-    keep_snapshots: Annotated[StrictInt, Field(ge=0)] = 3
+    keep_snapshots: Annotated[StrictInt, Field(ge=1)] = 3
+    verify_timeout: Duration = 600.0
+    rollback_on_failure: StrictBool = False
+    to: list[Annotated[StrictStr, Field(min_length=1)]] = Field(default_factory=list)
+
+
+Globs = Annotated[
+    StrictStr | Annotated[list[StrictStr], Field(min_length=1)],
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            ],
+            "description": "A glob (*, ?, [..]) or a list of globs, any of which may match.",
+        }
+    ),
+]
+
+
+class ServerSelectorModel(_Strict):
+    """Which servers: every field given must match (globs); an empty selector takes them all."""
+
+    model_config = ConfigDict(title="ServerSelector")
+
+    name: Globs | None = None
+    group: Globs | None = None
+    notes: Globs | None = None
+    location: Globs | None = None
+    plan: Globs | None = None
+
+
+Percent = Annotated[float, Field(gt=0, lt=100)]
+
+
+class ScaleUpModel(_Strict):
+    """Add `step` cores once CPU has stayed above `above` percent for `for`."""
+
+    model_config = ConfigDict(title="ScaleUp")
+
+    above: Percent
+    for_: Duration = Field(alias="for")
+    step: Annotated[StrictInt, Field(ge=1)] = 1
+
+
+class ScaleDownModel(_Strict):
+    """Remove `step` cores once CPU has stayed below `below` percent for `for`."""
+
+    model_config = ConfigDict(title="ScaleDown")
+
+    below: Percent
+    for_: Duration = Field(alias="for")
+    step: Annotated[StrictInt, Field(ge=1)] = 1
+
+
+def _check_window(value: str) -> str:
+    parse_window(value)
+    return value
+
+
+def _check_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (write e.g. UTC or Europe/Rome)") from None
+    return value
+
+
+class AutoscaleModel(_Strict):
+    """Change a server's cores with its CPU load: in place on Glesys, as advice on Seeweb."""
+
+    model_config = ConfigDict(title="Autoscale")
+
+    provider: Literal["glesys", "seeweb"]
+    servers: ServerSelectorModel = Field(default_factory=ServerSelectorModel)
+    metric: Literal["cpu"] = "cpu"
+    up: ScaleUpModel
+    down: ScaleDownModel
+    min_cores: Annotated[StrictInt, Field(ge=1)] = 1
+    max_cores: Annotated[StrictInt, Field(ge=1, le=256)]
+    cooldown: Duration = 1800.0
+    windows: list[Annotated[StrictStr, AfterValidator(_check_window)]] = Field(
+        default_factory=list,
+        description='When resizes may happen, e.g. "Mon-Fri 22:00-06:00"; none means any time.',
+    )
+    timezone: Annotated[StrictStr, AfterValidator(_check_zone)] = "UTC"
+    emergency_above: Percent | None = None
+    max_resizes_per_day: Annotated[StrictInt, Field(ge=1)] = 4
+    snapshot: Literal["first", "none"] | None = None
+    to: list[Annotated[StrictStr, Field(min_length=1)]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AutoscaleModel:
+        if self.min_cores > self.max_cores:
+            raise ValueError(
+                f"min_cores ({self.min_cores}) is more than max_cores ({self.max_cores})"
+            )
+        if self.down.below >= self.up.above:
+            raise ValueError(
+                f"down.below ({self.down.below:g}) must be under up.above ({self.up.above:g})"
+            )
+        if self.emergency_above is not None and self.emergency_above < self.up.above:
+            raise ValueError(
+                f"emergency_above ({self.emergency_above:g}) is under up.above ({self.up.above:g})"
+            )
+        return self
+
+
+class AutoscaleRuleModel(_Strict):
+    """An autoscale rule: a name, a mode and the `autoscale` body."""
+
+    model_config = ConfigDict(title="AutoscaleRule")
+
+    name: Annotated[StrictStr, Field(pattern=NAME_PATTERN, max_length=100)]
+    description: StrictStr | None = None
+    enabled: StrictBool = True
+    mode: Literal["enforce", "dry_run"] = "enforce"
+    autoscale: AutoscaleModel
 
 
 class RuleModel(_Strict):
@@ -155,5 +279,5 @@ class RuleFileModel(_Strict):
 
     model_config = ConfigDict(title="Cloudpilot rule file")
 
-    rules: list[RuleModel]
+    rules: list[RuleModel | AutoscaleRuleModel]
     guard: GuardModel | None = None

@@ -1,0 +1,42 @@
+"""Server selectors: which servers a rule is about, by name, group, notes, location and plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from daemon.facts import ServerFact
+
+_FIELDS = ("name", "group", "notes", "location", "plan")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSelector:
+    """Globs per server field; a server matches when every given field matches one of its globs."""
+
+    globs: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @classmethod
+    def of(cls, fields: dict[str, str | list[str] | None]) -> ServerSelector:
+        """Return the selector for a rule's `servers:` mapping."""
+        chosen: list[tuple[str, tuple[str, ...]]] = []
+        for name in _FIELDS:
+            value = fields.get(name)
+            if value is None:
+                continue
+            chosen.append((name, (value,) if isinstance(value, str) else tuple(value)))
+        return cls(tuple(chosen))
+
+    def matches(self, server: ServerFact) -> bool:
+        """Return whether the server is selected."""
+        for name, patterns in self.globs:
+            value = getattr(server, name)
+            if value is None or not any(fnmatchcase(value, glob) for glob in patterns):
+                return False
+        return True
+
+    def describe(self) -> str:
+        """Return the selector in words, e.g. `name=web-*`."""
+        if not self.globs:
+            return "all servers"
+        return " ".join(f"{name}={'|'.join(patterns)}" for name, patterns in self.globs)

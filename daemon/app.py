@@ -19,6 +19,7 @@ from daemon import __version__
 from daemon.actions import default_registry
 from daemon.actions.base import ActionRegistry
 from daemon.actions.runner import Runner
+from daemon.actions.server import ServerClients
 from daemon.clock import Clock
 from daemon.config import Config
 from daemon.engine import Engine, EngineObserver, RuleSet, load_rules
@@ -34,6 +35,7 @@ from daemon.observability.http import Readiness, build_http_app, start_http
 from daemon.observability.logging import get_logger
 from daemon.observability.metrics import Metrics
 from daemon.observability.sdnotify import SystemdNotifier
+from daemon.policies.guard import SnapshotGuard
 from daemon.providers import GlesysClient, K8sGpuClient, SeewebClient
 from daemon.sources.actions import ActionsSource
 from daemon.sources.base import Source
@@ -199,8 +201,13 @@ class Daemon:
                 log=self.log,
                 on_queued=self._dispatcher.wake,
             )
+            clients = self._build_clients()
             actions = default_registry(
-                session=self._session, clock=self.clock, log=self.log, alerts=self._alerts
+                session=self._session,
+                clock=self.clock,
+                log=self.log,
+                alerts=self._alerts,
+                clients=clients,
             )
             self._actions = actions
             rules = self._load_rules()
@@ -212,7 +219,7 @@ class Daemon:
                 observer=_EngineMetrics(self.metrics),
             )
             self._rules_loaded(rules)
-            jobs = [self._job(source) for source in self._sources()]
+            jobs = [self._job(source) for source in self._sources(clients)]
             self._scheduler = PollScheduler(jobs, log=self.log, stop_timeout=POLL_STOP_S)
             self.readiness.expect_sources(sorted(job.name for job in jobs))
             app = build_http_app(
@@ -232,6 +239,13 @@ class Daemon:
                 options=self.engine.run_options,
                 # A source counts once a batch of it has committed since start.
                 sources_ready=self.readiness.polled,
+                guard=SnapshotGuard(
+                    clients=clients,
+                    spec=lambda: self.engine.rules.guard_in_force,
+                    metrics=self.metrics,
+                    alerts=self._alerts,
+                    routes=lambda rule: alert_routes(self.engine.rules, rule),
+                ),
             )
             await self._runner.start()
             await self.alerts.count_firing()
@@ -441,34 +455,20 @@ class Daemon:
             rng=self.rng,
         )
 
-    def _sources(self) -> list[Source]:
-        model = self.config.model
+    def _build_clients(self) -> ServerClients:
+        """Return the provider clients the config enables; sources and actions share them."""
         assert self._session is not None
-        session = self._session
-        common: dict[str, Any] = {
-            "clock": self.clock,
-            "logger": self.log,
-            "observer": self.metrics.observe_request,
-        }
+        return build_clients(
+            self.config, self._session, clock=self.clock, log=self.log, metrics=self.metrics
+        )
+
+    def _sources(self, clients: ServerClients) -> list[Source]:
+        model = self.config.model
         sources: list[Source] = []
-        seeweb: SeewebClient | None = None
+        seeweb = clients.seeweb
         k8sgpu: K8sGpuClient | None = None
-        if model.seeweb is not None:
-            if model.seeweb.token_file is not None:
-                seeweb = SeewebClient(
-                    session,
-                    model.seeweb.url,
-                    token=self.config.secret("seeweb.token_file"),
-                    **common,
-                )
-            else:
-                seeweb = SeewebClient(
-                    session,
-                    model.seeweb.url,
-                    username=model.seeweb.username,
-                    password=self.config.secret("seeweb.password_file"),
-                    **common,
-                )
+        if seeweb is not None:
+            assert model.seeweb is not None
             sources += [
                 ActionsSource(
                     seeweb, facts=self.facts, clock=self.clock, stuck_after=model.seeweb.stuck_after
@@ -483,12 +483,15 @@ class Daemon:
                 ),
             ]
         if model.k8sgpu is not None:
+            assert self._session is not None
             k8sgpu = K8sGpuClient(
-                session,
+                self._session,
                 model.k8sgpu.url,
                 username=model.k8sgpu.username,
                 password=self.config.secret("k8sgpu.password_file"),
-                **common,
+                clock=self.clock,
+                logger=self.log,
+                observer=self.metrics.observe_request,
             )
             sources.append(
                 K8sGpuSource(k8sgpu, facts=self.facts, clock=self.clock, metrics=self.metrics)
@@ -499,18 +502,65 @@ class Daemon:
                     seeweb, k8sgpu=k8sgpu, facts=self.facts, clock=self.clock, metrics=self.metrics
                 )
             )
-        if model.glesys is not None:
-            glesys = GlesysClient(
-                session,
-                model.glesys.url,
-                project=model.glesys.project,
-                key=self.config.secret("glesys.key_file"),
-                **common,
-            )
+        if clients.glesys is not None:
             sources.append(
-                GlesysSource(glesys, facts=self.facts, clock=self.clock, metrics=self.metrics)
+                GlesysSource(
+                    clients.glesys, facts=self.facts, clock=self.clock, metrics=self.metrics
+                )
             )
         return sources
+
+
+def build_clients(
+    config: Config,
+    session: aiohttp.ClientSession,
+    *,
+    clock: Clock,
+    log: Logger,
+    metrics: Metrics,
+) -> ServerClients:
+    """Return the Seeweb and Glesys clients the config enables, on one shared session."""
+    model = config.model
+    common: dict[str, Any] = {"clock": clock, "logger": log, "observer": metrics.observe_request}
+    seeweb: SeewebClient | None = None
+    glesys: GlesysClient | None = None
+    if model.seeweb is not None:
+        if model.seeweb.token_file is not None:
+            seeweb = SeewebClient(
+                session, model.seeweb.url, token=config.secret("seeweb.token_file"), **common
+            )
+        else:
+            seeweb = SeewebClient(
+                session,
+                model.seeweb.url,
+                username=model.seeweb.username,
+                password=config.secret("seeweb.password_file"),
+                **common,
+            )
+    if model.glesys is not None:
+        glesys = GlesysClient(
+            session,
+            model.glesys.url,
+            project=model.glesys.project,
+            key=config.secret("glesys.key_file"),
+            **common,
+        )
+    return ServerClients(seeweb=seeweb, glesys=glesys)
+
+
+def alert_routes(rules: RuleSet, rule: str) -> tuple[str, ...]:
+    """Return the routes a rule reports to: an autoscale rule's `to`, an event rule's alerts'."""
+    for scaler in rules.autoscale:
+        if scaler.name == rule:
+            return scaler.to
+    found = rules.get(rule)
+    if found is None:
+        return ()
+    routes: list[str] = []
+    for step in found.steps:
+        if step.action == ALERT_ACTION:
+            routes.extend(step.params.get("to", ()))
+    return tuple(dict.fromkeys(routes))
 
 
 async def run(

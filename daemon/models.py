@@ -67,6 +67,7 @@ class OutcomeStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     SKIPPED = "skipped"
+    ABORTED = "aborted"  # a guard stopped it before it ran: the snapshot failed or timed out
 
 
 @dataclass(frozen=True, slots=True)

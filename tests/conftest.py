@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from daemon.clock import FakeClock
 from daemon.simulator.app import Simulation, create_app
 from daemon.simulator.scenario import Scenario, load_scenario_file, parse_scenario
 
@@ -62,6 +63,25 @@ class SimHandle:
 
 
 SimFactory = Callable[..., Awaitable[SimHandle]]
+
+
+class LinkedClock(FakeClock):
+    """A fake clock that moves the in-process simulator's time with its own.
+
+    Whatever waits on it (the guard polling a snapshot, a test advancing) moves the simulated
+    cloud by the same amount, so waits end as the cloud's actions do, without real time.
+    """
+
+    def __init__(self, handle: SimHandle) -> None:
+        super().__init__(handle.sim.world.now)
+        self._handle = handle
+
+    def advance(self, seconds: float) -> None:
+        """Move this clock and the simulator forward together."""
+        super().advance(seconds)
+        world = self._handle.sim.world
+        world.clock.advance(seconds)
+        world.sync()
 
 
 def scenario_from(source: str | Scenario) -> Scenario:

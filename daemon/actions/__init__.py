@@ -11,10 +11,25 @@ from aiohttp.abc import AbstractResolver
 from daemon.actions.alert import AlertAction, AlertRaiser
 from daemon.actions.base import Action, ActionParams, ActionRegistry
 from daemon.actions.log import LogAction
+from daemon.actions.server import (
+    PowerOffAction,
+    PowerOnAction,
+    ServerClients,
+    SetCoresAction,
+    SnapshotAction,
+)
 from daemon.actions.webhook import WebhookAction
 from daemon.clock import Clock
 
-_ACTION_TYPES: tuple[type[Action], ...] = (AlertAction, LogAction, WebhookAction)
+_ACTION_TYPES: tuple[type[Action], ...] = (
+    AlertAction,
+    LogAction,
+    WebhookAction,
+    PowerOffAction,
+    PowerOnAction,
+    SetCoresAction,
+    SnapshotAction,
+)
 
 
 def action_params_models() -> Mapping[str, type[ActionParams]]:
@@ -28,6 +43,7 @@ def default_registry(
     clock: Clock,
     log: structlog.typing.FilteringBoundLogger,
     alerts: AlertRaiser,
+    clients: ServerClients | None = None,
     resolver: AbstractResolver | None = None,
 ) -> ActionRegistry:
     """Return a registry of the built-in actions, sharing the process's HTTP session."""
@@ -36,6 +52,10 @@ def default_registry(
             AlertAction(alerts),
             LogAction(log=log),
             WebhookAction(session=session, clock=clock, resolver=resolver),
+            *(
+                server_action(clients or ServerClients())
+                for server_action in (PowerOffAction, PowerOnAction, SetCoresAction, SnapshotAction)
+            ),
         ]
     )
 

@@ -67,6 +67,22 @@ class DefaultRunOptions:
 DEFAULT_RUN_OPTIONS = DefaultRunOptions()
 
 
+class Guard(Protocol):
+    """What the runner asks of the snapshot guard (`daemon/policies/guard.py`)."""
+
+    def covers(self, action: Action) -> bool:
+        """Return whether the action goes through the guard."""
+        ...
+
+    def time_allowed(self, timeout_s: float) -> float:
+        """Return how long a guarded run may take, given the rule's timeout."""
+        ...
+
+    async def carry_out(self, ctx: ActionContext, action: Any, *, resume: bool) -> Outcome:
+        """Run the action under the guard; `resume` when a crash left it started."""
+        ...
+
+
 class LedgerStore(Protocol):
     """The part of the store the runner uses: the action ledger."""
 
@@ -129,6 +145,7 @@ class Runner:
         log: Logger,
         sources_ready: Callable[[frozenset[str]], bool],
         options: Callable[[str], RunOptions] = lambda _rule: DEFAULT_RUN_OPTIONS,
+        guard: Guard | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
@@ -137,6 +154,7 @@ class Runner:
         self._log = log
         self._sources_ready = sources_ready
         self._options = options
+        self._guard = guard
         self._accepting = True
         self._tasks: set[asyncio.Task[None]] = set()
         self._lanes: dict[str, _Lane] = {}
@@ -338,6 +356,26 @@ class Runner:
         except ValidationError as exc:
             await self._finish(decision, Outcome(OutcomeStatus.FAILED, error_detail(exc)), log)
             return
+        guard = self._guard if self._guard is not None and self._guard.covers(action) else None
+        if guard is not None:
+            # The guard reconciles for itself: it finds its snapshot and the provider's action.
+            resume = entry.state is LedgerState.STARTED
+            await self._store.mark_started(decision.key, self._clock.now())
+            timeout = guard.time_allowed(options.timeout_s)
+            log.info("action_guarded", resume=resume, timeout_s=timeout)
+            started = self._clock.monotonic()
+            outcome = await self._bounded(
+                lambda c: guard.carry_out(c, action, resume=resume),
+                ctx,
+                options,
+                log,
+                timeout_s=timeout,
+            )
+            took = self._clock.monotonic() - started
+            self._metrics.action_duration.labels(decision.action).observe(took)
+            assert outcome is not None
+            await self._finish(decision, outcome, log, took_s=took)
+            return
         if entry.state is LedgerState.STARTED:
             known = await self._bounded(action.reconcile, ctx, options, log)
             if known is not None:
@@ -362,17 +400,18 @@ class Runner:
         ctx: ActionContext,
         options: RunOptions,
         log: Logger,
+        *,
+        timeout_s: float | None = None,
     ) -> Outcome | None:
         """Await an action's run or reconcile within the rule's timeout; turn errors to FAILED."""
-        scope = asyncio.timeout(options.timeout_s)
+        limit = options.timeout_s if timeout_s is None else timeout_s
+        scope = asyncio.timeout(limit)
         try:
             async with scope:
                 return await call(ctx)
         except Exception as exc:
             if isinstance(exc, TimeoutError) and scope.expired():
-                return Outcome(
-                    OutcomeStatus.FAILED, f"timed out after {_seconds(options.timeout_s)} s"
-                )
+                return Outcome(OutcomeStatus.FAILED, f"timed out after {_seconds(limit)} s")
             detail = error_detail(exc)
             log.warning("action_raised", error_type=type(exc).__name__, detail=detail)
             return Outcome(OutcomeStatus.FAILED, detail)
@@ -394,8 +433,8 @@ class Runner:
         self._forget(decision.key)
         self._metrics.actions.labels(decision.action, outcome.status.value).inc()
         took = {} if took_s is None else {"took_s": round(took_s, 3)}
-        if outcome.status is OutcomeStatus.FAILED:
-            log.warning("action_failed", detail=outcome.detail, **took)
+        if outcome.status in (OutcomeStatus.FAILED, OutcomeStatus.ABORTED):
+            log.warning(f"action_{outcome.status.value}", detail=outcome.detail, **took)
         elif outcome.status is OutcomeStatus.SKIPPED:
             log.info("action_skipped", detail=outcome.detail)
         else:

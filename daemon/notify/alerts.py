@@ -371,6 +371,19 @@ class AlertBook:
             await self._end(batch, alert, event.time, _event_data(event), now, settled)
             self._log.info("alert_resolved", rule=alert.rule, alert=alert.key, by_event=event.key)
 
+    async def resolve_alert(self, key: str) -> bool:
+        """End a firing alert by its key, in a transaction of its own; return whether one was."""
+        settled = Settled()
+        now = self._clock.now()
+        async with self._store.batch() as batch:
+            alert = await batch.get_alert(key)
+            if alert is None or alert.status != AlertStatus.FIRING:
+                return False
+            await self._end(batch, alert, now, {}, now, settled)
+        self._log.info("alert_resolved", rule=alert.rule, alert=key, by="effect")
+        await self.committed(settled)
+        return True
+
     async def expire(self) -> int:
         """Resolve the alerts whose `resolve.after` has passed since they last occurred."""
         now = self._clock.now()

@@ -190,6 +190,49 @@ class Metrics:
             registry=registry,
         )
 
+        # The guard and autoscale.
+        self.guard_snapshots = Counter(
+            "cloudpilot_guard_snapshots_total",
+            "Snapshots the guard took or found before a risky action, by how they ended.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.guard_checks = Counter(
+            "cloudpilot_guard_checks_total",
+            "Checks after a risky action that its effect took hold, by action and result.",
+            ["action", "result"],
+            registry=registry,
+        )
+        self.snapshots_deleted = Counter(
+            "cloudpilot_guard_snapshots_deleted_total",
+            "Cloudpilot's own old snapshots deleted to keep `keep_snapshots` per server.",
+            registry=registry,
+        )
+        self.autoscale_current = Gauge(
+            "cloudpilot_autoscale_current_cores",
+            "Cores of a server an autoscale rule watches, as its last decision saw them.",
+            ["rule", "server"],
+            registry=registry,
+        )
+        self.autoscale_target = Gauge(
+            "cloudpilot_autoscale_target_cores",
+            "Cores an autoscale rule wants for a server (equal to current when it holds).",
+            ["rule", "server", "direction"],
+            registry=registry,
+        )
+        self.autoscale_recommended = Gauge(
+            "cloudpilot_autoscale_recommended_cores",
+            "Cores recommended for a Seeweb server, with the plan that has them.",
+            ["server", "plan"],
+            registry=registry,
+        )
+        self.autoscale_price_delta = Gauge(
+            "cloudpilot_autoscale_recommended_price_difference_euros",
+            "Monthly price of the recommended plan minus the current plan's.",
+            ["server", "plan"],
+            registry=registry,
+        )
+
     def observe_request(self, provider: str, endpoint: str, code: str, seconds: float) -> None:
         """Count one provider API request (the providers' `observer` hook)."""
         self.api_requests.labels(provider, endpoint, code).inc()

@@ -90,6 +90,7 @@ def world_json(world: World) -> dict[str, Any]:
                 "cpu_demand": round(g.demand.at(now, world.origin), 3),
                 "cpu_percent": round(100 * used / cores, 2),
                 "resizes": len(g.cores_history) - 1,
+                "cores_history": [[iso_micro(t), c] for t, c in g.cores_history],
             }
         )
     return {
@@ -150,6 +151,8 @@ async def add_fault(request: web.Request) -> web.Response:
     body = validated(FaultRequest, await json_body(request), "POST /_sim/faults")
     if body.expire_tokens:
         sim.tokens.expire_all(sim.world.now)
+    if body.fail_actions is not None:
+        sim.world.fail_actions(body.fail_actions, body.outcome, body.count)
     fault = sim.faults.add(body, sim.world.now)
     return web.json_response(
         {
@@ -163,6 +166,7 @@ async def add_fault(request: web.Request) -> web.Response:
 async def clear_faults(request: web.Request) -> web.Response:
     """Remove every fault."""
     request.app[SIM].faults.clear()
+    request.app[SIM].world.failing.clear()
     return web.json_response({"status": "ok", "faults": []})
 
 

@@ -8,7 +8,7 @@ import itertools
 import random
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -30,6 +30,8 @@ class FaultRequest(BaseModel):
     duration_s: Seconds | None = Field(default=None, alias="for", gt=0)
     expire_tokens: bool = False
     insert_actions_while_paging: int | None = Field(default=None, ge=0, le=1000)
+    fail_actions: str | None = Field(default=None, min_length=1, max_length=100)
+    outcome: Literal["failed", "error"] = "failed"
 
     @model_validator(mode="after")
     def _does_something(self) -> FaultRequest:
@@ -39,11 +41,12 @@ class FaultRequest(BaseModel):
             self.truncate,
             self.expire_tokens,
             self.insert_actions_while_paging is not None,
+            self.fail_actions is not None,
         )
         if not any(effects):
             raise ValueError(
-                "a fault needs one of status, latency_ms, truncate, expire_tokens "
-                "or insert_actions_while_paging"
+                "a fault needs one of status, latency_ms, truncate, expire_tokens, "
+                "insert_actions_while_paging or fail_actions"
             )
         return self
 

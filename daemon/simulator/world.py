@@ -342,6 +342,8 @@ class World:
         self.actions_by_resource: dict[str, list[Action]] = {}
         self.logs: list[LogEntry] = []
         self.snapshots: dict[int, Snapshot] = {}
+        # Action types made to fail through /_sim/faults: outcome and how many are left.
+        self.failing: dict[str, tuple[str, int | None]] = {}
         self.templates: dict[str, Template] = {}
         self.clusters: dict[str, Cluster] = {}
         self.pods: dict[str, Pod] = {}
@@ -535,6 +537,8 @@ class World:
         """Record a new action that ends with `outcome` after `duration_s` simulated seconds."""
         if outcome not in ("completed", *FAILED_STATUSES):
             raise SimError(400, f"outcome must be completed, failed or error, not {outcome!r}")
+        if outcome == "completed":
+            outcome = self._forced_outcome(kind) or outcome
         created = created or self.now
         action = Action(
             id=len(self.actions) + 1 + self._action_id_offset,
@@ -554,6 +558,22 @@ class World:
 
     # Real accounts have history: ids start where a few hundred older actions would have left them.
     _action_id_offset = 700
+
+    def fail_actions(self, kind: str, outcome: str, count: int | None) -> None:
+        """Make the next `count` actions of type `kind` (all, when None) end with `outcome`."""
+        self.failing[kind] = (outcome, count)
+
+    def _forced_outcome(self, kind: str) -> str | None:
+        forced = self.failing.get(kind)
+        if forced is None:
+            return None
+        outcome, left = forced
+        if left is not None:
+            if left <= 1:
+                del self.failing[kind]
+            else:
+                self.failing[kind] = (outcome, left - 1)
+        return outcome
 
     def _end(self, action: Action, t: datetime) -> None:
         action.status = action.outcome

@@ -45,7 +45,7 @@ IN_CHUNK = 500
 ERROR_LIMIT = 300
 """The most characters of a failed delivery's error the outbox keeps."""
 
-_FINISHED = (LedgerState.DONE, LedgerState.FAILED, LedgerState.SKIPPED)
+_FINISHED = (LedgerState.DONE, LedgerState.FAILED, LedgerState.SKIPPED, LedgerState.ABORTED)
 _OPEN = (LedgerState.INTENT.value, LedgerState.STARTED.value)
 _LEDGER_COLUMNS = (
     "key, rule, action, mode, params, event, decided_at, state, attempts, detail, updated_at"
@@ -184,7 +184,7 @@ class SqliteStore:
                 await _refuse_transition(db, key, LedgerState.STARTED)
 
     async def mark_finished(self, key: str, state: LedgerState, detail: str, now: datetime) -> None:
-        """Move an open entry to DONE, FAILED or SKIPPED with a short detail."""
+        """Move an open entry to DONE, FAILED, SKIPPED or ABORTED with a short detail."""
         _require_finishing(key, state)
         async with self._exclusive(f"finish ledger entry {key!r}") as db:
             await _finish(db, key, state, detail, now)
@@ -520,7 +520,7 @@ class _SqliteBatch:
             )
 
     async def mark_finished(self, key: str, state: LedgerState, detail: str, now: datetime) -> None:
-        """Move an open ledger entry to DONE, FAILED or SKIPPED with a short detail."""
+        """Move an open ledger entry to DONE, FAILED, SKIPPED or ABORTED with a short detail."""
         _require_finishing(key, state)
         with self._using(f"finish ledger entry {key!r}"):
             await _finish(self._db, key, state, detail, now)

@@ -30,6 +30,7 @@ class LedgerState(StrEnum):
     DONE = "done"
     FAILED = "failed"
     SKIPPED = "skipped"
+    ABORTED = "aborted"
     DRY_RUN = "dry_run"
 
     @property
@@ -135,7 +136,7 @@ class Batch(Protocol):
         ...
 
     async def mark_finished(self, key: str, state: LedgerState, detail: str, now: datetime) -> None:
-        """Move an open ledger entry to DONE, FAILED or SKIPPED, within this batch."""
+        """Move an open ledger entry to DONE, FAILED, SKIPPED or ABORTED, within this batch."""
         ...
 
     async def get_alert(self, key: str) -> AlertRecord | None:
@@ -197,7 +198,7 @@ class Store(Protocol):
         ...
 
     async def mark_finished(self, key: str, state: LedgerState, detail: str, now: datetime) -> None:
-        """Move an entry to DONE, FAILED or SKIPPED with a short detail."""
+        """Move an entry to DONE, FAILED, SKIPPED or ABORTED with a short detail."""
         ...
 
     async def prune_seen(self, older_than: datetime) -> int:

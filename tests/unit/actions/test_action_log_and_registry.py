@@ -11,6 +11,7 @@ from daemon.actions import action_params_models, default_registry
 from daemon.actions.alert import AlertParams
 from daemon.actions.base import ActionContext, ActionRegistry
 from daemon.actions.log import LogAction, LogParams
+from daemon.actions.server import ServerParams, SetCoresParams
 from daemon.actions.webhook import WebhookParams
 from daemon.clock import FakeClock
 from daemon.models import Decision, Outcome, OutcomeStatus
@@ -62,12 +63,24 @@ async def test_default_registry_has_the_built_in_actions() -> None:
     raiser = _Raiser()
     async with aiohttp.ClientSession() as session:
         registry = default_registry(session=session, clock=FakeClock(), log=log, alerts=raiser)
-    assert list(registry) == ["alert", "log", "webhook"]
+    assert list(registry) == [
+        "alert",
+        "log",
+        "power_off",
+        "power_on",
+        "set_cores",
+        "snapshot",
+        "webhook",
+    ]
     assert "webhook" in registry
-    assert "power_off" not in registry
+    assert "delete_server" not in registry
     assert registry.params_models() == {
         "alert": AlertParams,
         "log": LogParams,
+        "power_off": ServerParams,
+        "power_on": ServerParams,
+        "set_cores": SetCoresParams,
+        "snapshot": ServerParams,
         "webhook": WebhookParams,
     }
     assert action_params_models() == registry.params_models()

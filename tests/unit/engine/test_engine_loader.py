@@ -222,7 +222,7 @@ def test_the_guard_is_validated_and_exposed(tmp_path: Path) -> None:
     assert check_text(
         tmp_path, "rules: []\nguard:\n  keep_snapshots: -1\n  snapshot_first: maybe\n"
     ) == [
-        "rules.yaml:3: guard.keep_snapshots: must be greater than or equal to 0",
+        "rules.yaml:3: guard.keep_snapshots: must be greater than or equal to 1",
         "rules.yaml:4: guard.snapshot_first: must be true or false, got 'maybe'",
     ]
 

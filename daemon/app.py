@@ -35,8 +35,10 @@ from daemon.observability.http import Readiness, build_http_app, start_http
 from daemon.observability.logging import get_logger
 from daemon.observability.metrics import Metrics
 from daemon.observability.sdnotify import SystemdNotifier
+from daemon.policies.autoscale import AutoscalePolicy
 from daemon.policies.guard import SnapshotGuard
 from daemon.providers import GlesysClient, K8sGpuClient, SeewebClient
+from daemon.providers.errors import ProviderError
 from daemon.sources.actions import ActionsSource
 from daemon.sources.base import Source
 from daemon.sources.billing import BillingSource
@@ -46,7 +48,7 @@ from daemon.sources.logs import LogsSource
 from daemon.sources.metrics import MetricsSource
 from daemon.sources.scheduler import PollScheduler, SourceJob
 from daemon.state import SqliteStore, Store
-from daemon.state.store import Cursor
+from daemon.state.store import Cursor, LedgerEntry
 
 Logger = structlog.typing.FilteringBoundLogger
 
@@ -55,6 +57,8 @@ SEEN_RETENTION = timedelta(days=30)
 # Resolved alerts are kept this long, for /status and for a firing that follows soon after.
 RESOLVED_ALERT_RETENTION = timedelta(days=30)
 PRUNE_EVERY_S = 3600.0
+# Seeweb's plan list (cores, prices) changes rarely.
+PLANS_EVERY_S = 3600.0
 # How often alerts with `resolve.after` are checked for having gone quiet.
 ALERT_EXPIRY_EVERY_S = 60.0
 MAX_EVENT_TYPES = 100
@@ -123,6 +127,9 @@ class Daemon:
         self._scheduler: PollScheduler | None = None
         self._http_port: int | None = None
         self._last_prune = float("-inf")
+        self._plans_read = float("-inf")
+        self._clients: ServerClients | None = None
+        self.autoscale = AutoscalePolicy(facts=self.facts, metrics=self.metrics)
         self._batches: set[asyncio.Task[None]] = set()
         self._event_types: set[str] = set()
         self._stopping = False
@@ -201,7 +208,7 @@ class Daemon:
                 log=self.log,
                 on_queued=self._dispatcher.wake,
             )
-            clients = self._build_clients()
+            clients = self._clients = self._build_clients()
             actions = default_registry(
                 session=self._session,
                 clock=self.clock,
@@ -248,6 +255,7 @@ class Daemon:
                 ),
             )
             await self._runner.start()
+            await self._remember_resizes()
             await self.alerts.count_firing()
             await self.dispatcher.count_queued()
             self.dispatcher.start()
@@ -332,8 +340,17 @@ class Daemon:
 
     def _rules_loaded(self, rules: RuleSet) -> None:
         self.alerts.replace_rules(rules)
+        self.autoscale.replace_rules(rules)
         self.metrics.rules_loaded.set(len(rules))
         self.readiness.rules_loaded()
+
+    async def _remember_resizes(self) -> None:
+        """Teach the autoscale policy its past day of decisions and the advice still firing."""
+        entries: list[LedgerEntry] = []
+        for rule in self.engine.rules.autoscale:
+            entries += await self.store.ledger(rule=rule.name, limit=500)
+        firing = [alert.key for alert in await self.store.firing_alerts()]
+        self.autoscale.remember(entries, firing)
 
     # --- the pipeline ----------------------------------------------------------------------------
 
@@ -349,6 +366,8 @@ class Daemon:
         await asyncio.shield(task)
 
     async def _store_batch(self, source: str, events: list[Event], cursor: Cursor) -> None:
+        if source == "metrics":
+            await self._refresh_plans()
         now = self.clock.now()
         async with self.store.batch() as batch:
             unseen = await batch.unseen([event.key for event in events])
@@ -358,8 +377,9 @@ class Daemon:
                     unseen.discard(event.key)  # a key twice in one batch counts once
                     fresh.append(event)
             evaluation = self.engine.plan(fresh, self.facts, now)
-            recorded = await batch.record_decisions(evaluation.decisions)
-            settled = await self.alerts.settle(batch, fresh, recorded, now)
+            scaled = self.autoscale.evaluate(source, now)
+            recorded = await batch.record_decisions(evaluation.decisions + scaled.decisions)
+            settled = await self.alerts.settle(batch, fresh + scaled.events, recorded, now)
             await batch.mark_seen([event.key for event in fresh], now)
             await batch.set_cursor(source, cursor)
             if evaluation.put:
@@ -372,6 +392,8 @@ class Daemon:
         if settled.forget:
             self.engine.apply(Evaluation([], [], settled.forget))
         await self.alerts.committed(settled)
+        for key in scaled.resolve:
+            await self.alerts.resolve_alert(key)
         for event in fresh:
             self.metrics.events.labels(self._event_label(event.type)).inc()
         self.readiness.source_polled(source)
@@ -379,6 +401,20 @@ class Daemon:
         # Enforced alerts were raised in the transaction; the runner shows dry-run ones.
         self._submit([d for d in recorded if d.action != ALERT_ACTION or d.mode is Mode.DRY_RUN])
         await self._prune()
+
+    async def _refresh_plans(self) -> None:
+        """Read Seeweb's plans (sizes and prices) for the autoscale advice, at most hourly."""
+        seeweb = self._clients.seeweb if self._clients is not None else None
+        if seeweb is None or not self.autoscale.wants_plans:
+            return
+        if self.clock.monotonic() - self._plans_read < PLANS_EVERY_S:
+            return
+        try:
+            self.autoscale.plans = await seeweb.list_plans()
+        except ProviderError as exc:  # keep the last list; recommendations wait for one
+            self.log.warning("plans_read_failed", error=str(exc))
+            return
+        self._plans_read = self.clock.monotonic()
 
     async def _expire_alerts(self) -> None:
         while True:
@@ -437,6 +473,7 @@ class Daemon:
                 for name, polled in sorted(self.facts.polled_at.items())
             },
             "running_actions": self.runner.running if self._runner else 0,
+            "autoscale": [v.as_dict() for _, v in sorted(self.autoscale.verdicts.items())],
         }
 
     # --- building --------------------------------------------------------------------------------

@@ -263,8 +263,10 @@ class SetCoresAction(ServerAction):
 
     async def perform(self, ctx: ActionContext, target: Target) -> str:
         """Ask Glesys for the cores; the reboot that applies them is waited out by the check."""
-        server = await self.clients.need_glesys().set_cores(target.id, self._cores(ctx))
-        return f"{target.name}: cpucores set to {server.cpucores}"
+        cores = self._cores(ctx)
+        await self.clients.need_glesys().set_cores(target.id, cores)
+        # The answer still shows the old cores: Glesys applies the new ones as it reboots.
+        return f"{target.name}: cpucores {cores} requested"
 
     async def requested_since(self, ctx: ActionContext, target: Target, since: datetime) -> bool:
         """Return whether Glesys already has the new cores as the server's setting."""

@@ -120,6 +120,17 @@ def unknown_routes(rules: RuleSet, routes: Collection[str]) -> list[str]:
                         f"{rule.where}: rules[{position}].do[{index}].alert.to: "
                         f"unknown route {route!r} (known: {known})"
                     )
+    for scaler in rules.autoscale:
+        for route in scaler.to:
+            if route not in routes:
+                problems.append(
+                    f"{scaler.where}: {scaler.name}.autoscale.to: "
+                    f"unknown route {route!r} (known: {known})"
+                )
+    guard = rules.guard_in_force
+    for route in guard.to:
+        if route not in routes:
+            problems.append(f"{guard.file}: guard.to: unknown route {route!r} (known: {known})")
     return problems
 
 

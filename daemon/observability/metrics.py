@@ -217,7 +217,7 @@ class Metrics:
         self.autoscale_target = Gauge(
             "cloudpilot_autoscale_target_cores",
             "Cores an autoscale rule wants for a server (equal to current when it holds).",
-            ["rule", "server", "direction"],
+            ["rule", "server"],
             registry=registry,
         )
         self.autoscale_recommended = Gauge(

@@ -57,6 +57,8 @@ class Verdict:
     direction: Direction
     reason: str
     cpu_percent: float | None = None
+    wanted: Direction = "hold"
+    """Where the load alone points, before cooldown, caps, windows and sizes had their say."""
 
     @property
     def resize(self) -> bool:
@@ -132,13 +134,14 @@ def decide(
     latest = samples[-1]
     cpu = round(percent_of(latest, current), 1)
 
+    direction: Direction = "hold"
+
     def hold(reason: str) -> Verdict:
-        return Verdict(current, current, "hold", reason, cpu)
+        return Verdict(current, current, "hold", reason, cpu, direction)
 
     if now - latest.time > STALE_AFTER:
         return hold(f"the newest CPU sample is from {latest.time.isoformat()}: too old to act on")
     up, down = spec.up, spec.down
-    direction: Direction = "hold"
     since = held_since(samples, current, lambda pct: pct > up.percent)
     if since is not None and (now - since).total_seconds() >= up.for_s:
         direction = "up"
@@ -159,7 +162,8 @@ def decide(
         return hold(f"{why}, but already at {edge} or the nearest size the provider offers")
     if direction == "down":
         # No flapping: the smaller size must have carried the window's load below `up`.
-        window = [s for s in samples if s.time >= since]
+        # The run itself: the sample just before it (at `since`) is the one above `down`.
+        window = [s for s in samples if s.time >= since and percent_of(s, current) < down.percent]
         peak = max(demand_of(s, current) for s in window)
         if 100.0 * peak / target >= up.percent:
             return hold(
@@ -178,4 +182,4 @@ def decide(
         if not (direction == "up" and emergency is not None and cpu > emergency):
             return hold(f"{why}, but outside the resize windows")
         why += f"; emergency: above {emergency:g}% outside the resize windows"
-    return Verdict(current, target, direction, why, cpu)
+    return Verdict(current, target, direction, why, cpu, direction)

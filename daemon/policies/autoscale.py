@@ -1,0 +1,359 @@
+"""The autoscale policy: after each CPU poll, decide per server whether its cores should change.
+
+On Glesys a decision is a `set_cores` action, carried out in place through the guard. On Seeweb,
+whose API cannot resize, it is a recommendation: an alert naming the plan with the cores needed
+and its monthly price difference, and the gauge `cloudpilot_autoscale_recommended_cores`. Past
+resizes (for the cooldown and the daily cap) are the rule's decisions in the ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from daemon.engine.engine import AutoscaleRule, RuleSet
+from daemon.facts import Facts, ServerFact
+from daemon.models import Decision, Event
+from daemon.observability.metrics import Metrics
+from daemon.policies.scaling import DAY, Verdict, decide
+from daemon.providers.records import Plan
+from daemon.sources.base import drop_series
+from daemon.state.store import LedgerEntry, LedgerState
+
+# Which source's poll brings each provider's CPU samples.
+SOURCE_OF = {"glesys": "glesys", "seeweb": "metrics"}
+RECOMMENDATION = "autoscale.recommendation"
+RESIZE = "autoscale.resize"
+# Ledger states that do not count as a resize: nothing was (or will be) done.
+_NOT_RESIZED = frozenset({LedgerState.ABORTED, LedgerState.SKIPPED})
+
+
+class BudgetGate(Protocol):
+    """The budget policy's answer to a scale-up: allowed, or denied with the reason."""
+
+    def allow_scale_up(
+        self, rule: str, server: ServerFact, extra_monthly_euros: float | None
+    ) -> tuple[bool, str]:
+        """Return whether the extra monthly cost fits, and why not when it does not."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """The Seeweb plan that has the cores a verdict wants, and what it costs more per month."""
+
+    plan: str
+    cores: int
+    current_plan: str | None
+    price_difference: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerVerdict:
+    """One rule's verdict on one server, as /status and `cloudpilot plan` show it."""
+
+    rule: str
+    provider: str
+    server: str
+    verdict: Verdict
+    at: datetime
+    recommendation: Recommendation | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """Return the verdict as JSON-able data."""
+        data: dict[str, object] = {
+            "rule": self.rule,
+            "provider": self.provider,
+            "server": self.server,
+            "current_cores": self.verdict.current,
+            "target_cores": self.verdict.target,
+            "direction": self.verdict.direction,
+            "reason": self.verdict.reason,
+            "cpu_percent": self.verdict.cpu_percent,
+            "at": self.at.isoformat(),
+        }
+        if self.recommendation is not None:
+            data["plan"] = self.recommendation.plan
+            data["current_plan"] = self.recommendation.current_plan
+            data["price_difference_euros"] = self.recommendation.price_difference
+        return data
+
+
+@dataclass(slots=True)
+class Scaled:
+    """What one evaluation decided: decisions, the events they answer, alerts to end."""
+
+    decisions: list[Decision] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    resolve: list[str] = field(default_factory=list)
+
+
+def choose_plan(plans: Sequence[Plan], current: str | None, cores: int) -> Plan | None:
+    """Return the cheapest plan with at least `cores` that keeps the current plan's disk and GPU."""
+    now = next((plan for plan in plans if plan.name == current), None)
+    candidates = [
+        plan
+        for plan in plans
+        if plan.cpu >= cores
+        and plan.monthly_price is not None
+        and (plan.gpu or 0) == ((now.gpu or 0) if now is not None else 0)
+        and (now is None or now.disk is None or (plan.disk or 0) >= now.disk)
+        and plan.available is not False
+    ]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda plan: (plan.cpu, plan.monthly_price or 0.0))
+
+
+def recommendation_key(rule: str, server: str) -> str:
+    """Return the identity of a rule's recommendation alert about a server."""
+    return f"{rule}/{server}"
+
+
+class AutoscalePolicy:
+    """Turn CPU facts into resize decisions (Glesys) and recommendations (Seeweb)."""
+
+    def __init__(self, *, facts: Facts, metrics: Metrics, budget: BudgetGate | None = None) -> None:
+        self._facts = facts
+        self._metrics = metrics
+        self._budget = budget
+        self._rules: tuple[AutoscaleRule, ...] = ()
+        self._resizes: dict[tuple[str, str], list[datetime]] = {}
+        self._recommending: set[tuple[str, str]] = set()
+        self._gauged: dict[str, set[str]] = {}
+        self.plans: list[Plan] = []
+        self.verdicts: dict[tuple[str, str], ServerVerdict] = {}
+
+    @property
+    def wants_plans(self) -> bool:
+        """Return whether a Seeweb rule is in force, so the plan list is needed."""
+        return any(rule.provider == "seeweb" and rule.enabled for rule in self._rules)
+
+    def replace_rules(self, rules: RuleSet) -> None:
+        """Use the autoscale rules of a new rule set."""
+        self._rules = rules.autoscale
+        names = {rule.name for rule in self._rules}
+        for key in [key for key in self.verdicts if key[0] not in names]:
+            del self.verdicts[key]
+
+    def remember(self, entries: Iterable[LedgerEntry], recommending: Iterable[str]) -> None:
+        """Learn past resizes from the ledger and firing recommendations from the alerts."""
+        names = {rule.name for rule in self._rules}
+        for entry in entries:
+            decision = entry.decision
+            if decision.rule in names and entry.state not in _NOT_RESIZED and decision.event:
+                self._resizes.setdefault((decision.rule, decision.event.resource), []).append(
+                    decision.time
+                )
+        for key in recommending:
+            rule, _, server = key.partition("/")
+            if rule in names:
+                self._recommending.add((rule, server))
+
+    def evaluate(self, source: str, now: datetime) -> Scaled:
+        """Decide for every server the rules watch whose CPU comes from `source`."""
+        scaled = Scaled()
+        for rule in self._rules:
+            if not rule.enabled or SOURCE_OF[rule.provider] != source:
+                continue
+            watched: set[str] = set()
+            for server in self._facts.servers_of(rule.provider):
+                if not rule.servers.matches(server) or server.cores is None:
+                    continue
+                watched.add(server.name)
+                self._evaluate(rule, server, now, scaled)
+            self._forget(rule, watched)
+        return scaled
+
+    def _evaluate(
+        self, rule: AutoscaleRule, server: ServerFact, now: datetime, scaled: Scaled
+    ) -> None:
+        assert server.cores is not None
+        key = (rule.name, server.name)
+        window = self._facts.cpu.get((rule.provider, server.name))
+        samples = list(window) if window is not None else []
+        history = [at for at in self._resizes.get(key, []) if now - at < DAY + timedelta(hours=1)]
+        self._resizes[key] = history
+        sizes = (
+            sorted({plan.cpu for plan in self.plans if not plan.gpu})
+            if rule.provider == "seeweb"
+            else None
+        )
+        verdict = decide(rule.spec, samples, server.cores, now, history, sizes or None)
+        recommendation: Recommendation | None = None
+        if verdict.resize and rule.provider == "seeweb":
+            plan = choose_plan(self.plans, server.plan, verdict.target)
+            if plan is None or plan.name == server.plan:
+                verdict = _held(
+                    verdict,
+                    f"{verdict.reason}, but no other plan in /ecs/v2/plans has {verdict.target} "
+                    "cores and the disk and GPU of the current one",
+                )
+            else:
+                current = next((p for p in self.plans if p.name == server.plan), None)
+                difference = None
+                if (
+                    current is not None
+                    and current.monthly_price is not None
+                    and plan.monthly_price is not None
+                ):
+                    difference = round(plan.monthly_price - current.monthly_price, 2)
+                recommendation = Recommendation(plan.name, plan.cpu, server.plan, difference)
+        if verdict.resize and verdict.direction == "up" and self._budget is not None:
+            extra = recommendation.price_difference if recommendation else None
+            allowed, why = self._budget.allow_scale_up(rule.name, server, extra)
+            if not allowed:
+                verdict = _held(verdict, f"{verdict.reason}, but the budget says no: {why}")
+                recommendation = None
+        self.verdicts[key] = ServerVerdict(
+            rule.name, rule.provider, server.name, verdict, now, recommendation
+        )
+        self._metrics.autoscale_current.labels(rule.name, server.name).set(verdict.current)
+        self._metrics.autoscale_target.labels(rule.name, server.name).set(verdict.target)
+        self._gauged.setdefault(rule.name, set()).add(server.name)
+        if verdict.resize:
+            history.append(now)
+            if recommendation is not None:
+                self._recommend(rule, server, verdict, recommendation, now, scaled)
+            else:
+                self._resize(rule, server, verdict, now, scaled)
+        elif verdict.wanted == "hold" and key in self._recommending:
+            # The load is back within the thresholds: the advice no longer stands.
+            self._recommending.discard(key)
+            scaled.resolve.append(recommendation_key(rule.name, server.name))
+            self._clear_recommendation(server.name)
+
+    def _resize(
+        self,
+        rule: AutoscaleRule,
+        server: ServerFact,
+        verdict: Verdict,
+        now: datetime,
+        scaled: Scaled,
+    ) -> None:
+        event = _event(RESIZE, rule, server, verdict, now, {})
+        params: dict[str, object] = {
+            "server": server.name,
+            "provider": rule.provider,
+            "cores": verdict.target,
+        }
+        if rule.snapshot is not None:
+            params["snapshot"] = rule.snapshot
+        scaled.events.append(event)
+        scaled.decisions.append(
+            Decision(
+                key=f"{rule.name}/set_cores/{event.key}",
+                rule=rule.name,
+                action="set_cores",
+                params=params,
+                mode=rule.mode,
+                event=event,
+                time=now,
+            )
+        )
+
+    def _recommend(
+        self,
+        rule: AutoscaleRule,
+        server: ServerFact,
+        verdict: Verdict,
+        advice: Recommendation,
+        now: datetime,
+        scaled: Scaled,
+    ) -> None:
+        difference = advice.price_difference
+        price = "price unknown" if difference is None else f"{difference:+.2f} EUR/month"
+        summary = (
+            f"{server.name}: move from {advice.current_plan or 'its plan'} "
+            f"({verdict.current} cores) to {advice.plan} ({advice.cores} cores), {price}"
+        )
+        detail = (
+            f"{verdict.reason}. Seeweb cannot resize through its API: change the plan in the panel."
+        )
+        event = _event(
+            RECOMMENDATION,
+            rule,
+            server,
+            verdict,
+            now,
+            {
+                "plan": advice.plan,
+                "current_plan": advice.current_plan,
+                "recommended_cores": advice.cores,
+                "price_difference_euros": difference,
+                "summary": summary,
+                "detail": detail,
+            },
+        )
+        scaled.events.append(event)
+        scaled.decisions.append(
+            Decision(
+                key=f"{rule.name}/recommend/{event.key}",
+                rule=rule.name,
+                action="alert",
+                params={
+                    "severity": "warning",
+                    "summary": "{{ event.data.summary }}",
+                    "description": "{{ event.data.detail }}",
+                    "labels": {"plan": advice.plan, "recommended_cores": str(advice.cores)},
+                    "to": list(rule.to),
+                },
+                mode=rule.mode,
+                event=event,
+                time=now,
+            )
+        )
+        self._recommending.add((rule.name, server.name))
+        self._clear_recommendation(server.name)
+        self._metrics.autoscale_recommended.labels(server.name, advice.plan).set(advice.cores)
+        if difference is not None:
+            self._metrics.autoscale_price_delta.labels(server.name, advice.plan).set(difference)
+
+    def _clear_recommendation(self, server: str) -> None:
+        for gauge in (self._metrics.autoscale_recommended, self._metrics.autoscale_price_delta):
+            for plan in {p.name for p in self.plans}:
+                drop_series(gauge, server, plan)
+
+    def _forget(self, rule: AutoscaleRule, watched: set[str]) -> None:
+        """Drop the gauges of servers the rule no longer watches."""
+        for gone in self._gauged.get(rule.name, set()) - watched:
+            for gauge in (self._metrics.autoscale_current, self._metrics.autoscale_target):
+                drop_series(gauge, rule.name, gone)
+            self.verdicts.pop((rule.name, gone), None)
+        self._gauged[rule.name] = watched
+
+
+def _held(verdict: Verdict, reason: str) -> Verdict:
+    return Verdict(
+        verdict.current, verdict.current, "hold", reason, verdict.cpu_percent, verdict.wanted
+    )
+
+
+def _event(
+    kind: str,
+    rule: AutoscaleRule,
+    server: ServerFact,
+    verdict: Verdict,
+    now: datetime,
+    extra: dict[str, object],
+) -> Event:
+    return Event(
+        type=kind,
+        key=f"{kind}:{server.provider}:{server.name}:{now.isoformat()}",
+        time=now,
+        resource=server.name,
+        data={
+            "rule": rule.name,
+            "provider": server.provider,
+            "server": server.name,
+            "current_cores": verdict.current,
+            "target_cores": verdict.target,
+            "direction": verdict.direction,
+            "reason": verdict.reason,
+            "cpu_percent": verdict.cpu_percent,
+            **extra,
+        },
+        source="autoscale",
+    )

@@ -49,6 +49,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="rule files or folders")
 
+    exe = commands.add_parser(
+        "exec", help="run one server action now, through the snapshot guard and the ledger"
+    )
+    exe.add_argument("action", metavar="ACTION", help="power_off, power_on, set_cores or snapshot")
+    exe.add_argument("server", metavar="SERVER", help="Seeweb name, or Glesys hostname or serverid")
+    exe.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="the TOML config")
+    exe.add_argument(
+        "--provider", choices=("seeweb", "glesys"), help="default seeweb (glesys for set_cores)"
+    )
+    exe.add_argument("--cores", type=int, help="the cores to run with (set_cores)")
+    exe.add_argument(
+        "--no-snapshot",
+        action="store_true",
+        help="act without the guard's snapshot (required for risky actions on Glesys)",
+    )
+    exe.add_argument(
+        "--dry-run", action="store_true", help="say what would be done, record it, call nothing"
+    )
+
+    plan = commands.add_parser(
+        "plan", help="read the cloud once and print what autoscale would do; change nothing"
+    )
+    plan.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="the TOML config")
+
     commands.add_parser("schema", help="print the JSON Schema of rule files")
     commands.add_parser("demo", help="a narrated tour of the embedded simulator")
     return parser
@@ -63,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     if args.command == "check":
         return _check(args)
+    if args.command == "exec":
+        return _exec(args)
+    if args.command == "plan":
+        return _plan(args)
     if args.command == "schema":
         return _schema()
     if args.command == "demo":
@@ -136,6 +164,73 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     except OSError as exc:
         print(f"cloudpilot run: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from daemon.clock import SystemClock
+    from daemon.config import load_config
+    from daemon.errors import ConfigError
+    from daemon.observability.logging import configure_logging
+    from daemon.plan import run_plan
+    from daemon.providers.errors import ProviderError
+
+    configure_logging(stream=sys.stderr, level="warning")
+    try:
+        config = load_config(args.config)
+        return asyncio.run(run_plan(config, clock=SystemClock(), out=sys.stdout))
+    except ConfigError as exc:
+        print(f"cloudpilot plan: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ProviderError as exc:
+        print(f"cloudpilot plan: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _exec(args: argparse.Namespace) -> int:
+    from daemon.clock import SystemClock
+    from daemon.config import load_config
+    from daemon.errors import ConfigError
+    from daemon.exec import run_exec, server_action_names
+    from daemon.observability.logging import configure_logging
+
+    known = server_action_names()
+    if args.action not in known:
+        print(
+            f"cloudpilot exec: unknown action {args.action!r}; server actions: {', '.join(known)}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    configure_logging(stream=sys.stderr)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"cloudpilot exec: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return asyncio.run(
+            run_exec(
+                config,
+                args.action,
+                args.server,
+                provider=args.provider,
+                cores=args.cores,
+                snapshot_none=args.no_snapshot,
+                dry_run=args.dry_run,
+                clock=SystemClock(),
+                out=sys.stdout,
+                err=sys.stderr,
+            )
+        )
+    except KeyboardInterrupt:
+        print(
+            f"cloudpilot exec: interrupted; run the same command again to resume "
+            f"{args.action} {args.server}",
+            file=sys.stderr,
+        )
+        return 130
+    except OSError as exc:
+        print(f"cloudpilot exec: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILURE
 
 

@@ -29,6 +29,8 @@ Logger = structlog.typing.FilteringBoundLogger
 Concurrency = Literal["queued", "parallel", "single"]
 
 _DETAIL_LIMIT = 300
+# The rule name of decisions `cloudpilot exec` records.
+EXEC_RULE = "exec"
 _SINGLE_BUSY = "rule busy (concurrency: single)"
 
 
@@ -175,7 +177,12 @@ class Runner:
     async def start(self) -> None:
         """Take up the ledger's open entries from a previous run: run or reconcile each."""
         entries = await self._store.open_entries()
-        fresh = [entry for entry in entries if entry.key not in self._open]
+        # `cloudpilot exec` finishes its own entries (it resumes them when run again).
+        fresh = [
+            entry
+            for entry in entries
+            if entry.key not in self._open and entry.decision.rule != EXEC_RULE
+        ]
         self._log.info(
             "ledger_reconciling",
             intent=sum(entry.state is LedgerState.INTENT for entry in fresh),

@@ -317,10 +317,18 @@ class SnapshotAction(ServerAction):
         target = await self.target(ctx)
         tag = intent_tag(ctx.decision.key)
         client = self.clients.need_seeweb()
-        for snapshot in await client.list_snapshots(target.id):
-            if snapshot.notes == tag:
-                return Outcome(OutcomeStatus.DONE, f"{target.name}: snapshot {snapshot.id} exists")
-        return Outcome(OutcomeStatus.DONE, await self.perform(ctx, target))
+        found = next((s for s in await client.list_snapshots(target.id) if s.notes == tag), None)
+        if found is None:
+            return Outcome(OutcomeStatus.DONE, await self.perform(ctx, target))
+        started = ctx.clock.monotonic()
+        while found.status == "CG":  # still creating: taken before a restart
+            if ctx.clock.monotonic() - started >= ctx.timeout_s:
+                raise ActionError(f"snapshot {found.id} still creating after {ctx.timeout_s:g} s")
+            await ctx.clock.sleep(POLL_EVERY_S)
+            found = await client.get_snapshot(target.id, found.id)
+        if found.status != "CD":
+            raise ActionError(f"snapshot {found.id} ended {found.status_label or found.status!r}")
+        return Outcome(OutcomeStatus.DONE, f"{target.name}: snapshot {found.id} completed")
 
     async def reconcile(self, ctx: ActionContext) -> Outcome | None:
         """Run again: `run` finds a snapshot taken before the crash by its notes."""

@@ -109,6 +109,9 @@ class SnapshotGuard:
         target = await action.target(ctx)
         params = action.params(ctx)
         log = ctx.log.bind(server=target.name, provider=target.provider)
+        if not resume and await action.effect_holds(ctx, target):
+            # Nothing to change, so nothing to protect: no snapshot, no provider action.
+            return Outcome(OutcomeStatus.DONE, f"{target.name}: already {action.effect_words(ctx)}")
         snapshot: int | None = None
         if params.snapshot == "none":
             log.info("guard_snapshot_skipped", reason="the rule says snapshot: none")
@@ -277,6 +280,13 @@ class SnapshotGuard:
             event=event,
             time=now,
         )
+        if not alert.params["to"]:
+            ctx.log.error(
+                "guard_alert_unrouted",
+                reason="set `to:` in the guard section (or give the rule an alert route)",
+                summary=summary,
+            )
+            return
         try:
             await self._alerts.raise_alert(alert)
         except Exception as exc:  # the outcome stands; the log and the ledger still say why

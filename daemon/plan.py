@@ -60,7 +60,8 @@ async def run_plan(config: Config, *, clock: Clock, out: TextIO) -> int:
                 line += f"{data.get('current_cores')} -> {data.get('target_cores')} cores"
                 if data.get("plan"):
                     line += f" ({data['current_plan']} -> {data['plan']}, "
-                    line += f"{data['price_difference_euros']:+} EUR/month)"
+                    price = data.get("price_difference_euros")
+                    line += "price unknown)" if price is None else f"{price:+.2f} EUR/month)"
                 mode = "" if decision.mode.value == "enforce" else " [dry_run]"
                 print(f"{line}{mode}: {data.get('reason')}", file=out)
     for verdict in sorted(policy.verdicts.values(), key=lambda v: (v.rule, v.server)):

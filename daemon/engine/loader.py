@@ -696,7 +696,8 @@ def _load_rule(
     _check_name(doc, at, raw, state, found)
     steps = _load_steps(doc, at, raw.get("do"), state.actions, found)
     for number, step in enumerate(steps or ()):
-        provider = step.params.get("provider")
+        # Unset fields are not stored: set_cores defaults to Glesys, the rest to Seeweb.
+        provider = step.params.get("provider", "glesys" if step.action == "set_cores" else None)
         if provider in NO_SNAPSHOTS and step.params.get("snapshot") != "none":
             loc = (*at, "do", number, step.action)
             state.unsnapshotted.append(

@@ -364,26 +364,18 @@ class Runner:
             await self._finish(decision, Outcome(OutcomeStatus.FAILED, error_detail(exc)), log)
             return
         guard = self._guard if self._guard is not None and self._guard.covers(action) else None
+        resume = entry.state is LedgerState.STARTED
+        call: Callable[[ActionContext], Awaitable[Outcome | None]] = action.run
+        timeout = options.timeout_s
         if guard is not None:
             # The guard reconciles for itself: it finds its snapshot and the provider's action.
-            resume = entry.state is LedgerState.STARTED
-            await self._store.mark_started(decision.key, self._clock.now())
             timeout = guard.time_allowed(options.timeout_s)
+
+            def call(c: ActionContext) -> Awaitable[Outcome | None]:
+                return guard.carry_out(c, action, resume=resume)
+
             log.info("action_guarded", resume=resume, timeout_s=timeout)
-            started = self._clock.monotonic()
-            outcome = await self._bounded(
-                lambda c: guard.carry_out(c, action, resume=resume),
-                ctx,
-                options,
-                log,
-                timeout_s=timeout,
-            )
-            took = self._clock.monotonic() - started
-            self._metrics.action_duration.labels(decision.action).observe(took)
-            assert outcome is not None
-            await self._finish(decision, outcome, log, took_s=took)
-            return
-        if entry.state is LedgerState.STARTED:
+        elif resume:
             known = await self._bounded(action.reconcile, ctx, options, log)
             if known is not None:
                 log.info("action_reconciled", outcome=known.status.value, detail=known.detail)
@@ -393,9 +385,9 @@ class Runner:
                 "action_rerun", reason="outcome unknown after restart", attempts=entry.attempts
             )
         await self._store.mark_started(decision.key, self._clock.now())
-        log.debug("action_started", timeout_s=options.timeout_s)
+        log.debug("action_started", timeout_s=timeout)
         started = self._clock.monotonic()
-        outcome = await self._bounded(action.run, ctx, options, log)
+        outcome = await self._bounded(call, ctx, options, log, timeout_s=timeout)
         took = self._clock.monotonic() - started
         self._metrics.action_duration.labels(decision.action).observe(took)
         assert outcome is not None

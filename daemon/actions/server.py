@@ -19,6 +19,7 @@ from daemon.errors import CloudpilotError
 from daemon.models import Outcome, OutcomeStatus
 from daemon.providers.glesys import GlesysClient
 from daemon.providers.records import Action as ProviderAction
+from daemon.providers.records import Snapshot
 from daemon.providers.seeweb import SeewebClient
 
 Provider = Literal["seeweb", "glesys"]
@@ -30,6 +31,9 @@ _STOPPED = frozenset({"SHUTOFF", "STOPPED", "SHUTDOWN"})
 _RUNNING = frozenset({"RUNNING"})
 # Notes of the snapshots Cloudpilot takes start with this; only those are ever deleted.
 SNAPSHOT_NOTES_PREFIX = "cloudpilot:"
+# Seeweb snapshot states: being created, and created.
+SNAPSHOT_CREATING = "CG"
+SNAPSHOT_CREATED = "CD"
 
 
 class ActionError(CloudpilotError):
@@ -135,6 +139,29 @@ async def wait_for_action(
             f"action {action.id} ({action.type}) on {action.resource} ended {action.status!r}"
         )
     return action
+
+
+async def tagged_snapshot(client: SeewebClient, target: Target, key: str) -> Snapshot | None:
+    """Return the snapshot whose notes tie it to the decision key, if one was taken."""
+    tag = intent_tag(key)
+    return next((s for s in await client.list_snapshots(target.id) if s.notes == tag), None)
+
+
+async def wait_for_snapshot(
+    client: SeewebClient, target: Target, snapshot: Snapshot, ctx: ActionContext, limit_s: float
+) -> Snapshot:
+    """Read a snapshot until it is no longer being created; raise unless it completed."""
+    started = ctx.clock.monotonic()
+    while snapshot.status == SNAPSHOT_CREATING:
+        if ctx.clock.monotonic() - started >= limit_s:
+            raise ActionError(f"snapshot {snapshot.id} still creating after {limit_s:g} s")
+        await ctx.clock.sleep(POLL_EVERY_S)
+        snapshot = await client.get_snapshot(target.id, snapshot.id)
+    if snapshot.status != SNAPSHOT_CREATED:
+        raise ActionError(
+            f"snapshot {snapshot.id} ended {snapshot.status_label or snapshot.status!r}"
+        )
+    return snapshot
 
 
 class ServerAction:
@@ -315,19 +342,12 @@ class SnapshotAction(ServerAction):
     async def run(self, ctx: ActionContext) -> Outcome:
         """Snapshot the server, unless a snapshot for this decision already exists."""
         target = await self.target(ctx)
-        tag = intent_tag(ctx.decision.key)
         client = self.clients.need_seeweb()
-        found = next((s for s in await client.list_snapshots(target.id) if s.notes == tag), None)
+        found = await tagged_snapshot(client, target, ctx.decision.key)
         if found is None:
             return Outcome(OutcomeStatus.DONE, await self.perform(ctx, target))
-        started = ctx.clock.monotonic()
-        while found.status == "CG":  # still creating: taken before a restart
-            if ctx.clock.monotonic() - started >= ctx.timeout_s:
-                raise ActionError(f"snapshot {found.id} still creating after {ctx.timeout_s:g} s")
-            await ctx.clock.sleep(POLL_EVERY_S)
-            found = await client.get_snapshot(target.id, found.id)
-        if found.status != "CD":
-            raise ActionError(f"snapshot {found.id} ended {found.status_label or found.status!r}")
+        # Taken before a restart: it may still be being created.
+        found = await wait_for_snapshot(client, target, found, ctx, ctx.timeout_s)
         return Outcome(OutcomeStatus.DONE, f"{target.name}: snapshot {found.id} completed")
 
     async def reconcile(self, ctx: ActionContext) -> Outcome | None:
@@ -336,6 +356,5 @@ class SnapshotAction(ServerAction):
 
     async def effect_holds(self, ctx: ActionContext, target: Target) -> bool:
         """Return whether a completed snapshot carries this decision's tag."""
-        tag = intent_tag(ctx.decision.key)
-        snapshots = await self.clients.need_seeweb().list_snapshots(target.id)
-        return any(s.notes == tag and s.status == "CD" for s in snapshots)
+        found = await tagged_snapshot(self.clients.need_seeweb(), target, ctx.decision.key)
+        return found is not None and found.status == SNAPSHOT_CREATED

@@ -17,13 +17,16 @@ from typing import Protocol
 from daemon.actions.base import Action, ActionContext
 from daemon.actions.server import (
     POLL_EVERY_S,
+    SNAPSHOT_CREATED,
     SNAPSHOT_NOTES_PREFIX,
     ActionError,
     ServerAction,
     ServerClients,
     Target,
     intent_tag,
+    tagged_snapshot,
     wait_for_action,
+    wait_for_snapshot,
 )
 from daemon.engine.engine import GuardSpec
 from daemon.models import Decision, Event, Mode, Outcome, OutcomeStatus
@@ -33,8 +36,6 @@ from daemon.providers.records import Snapshot
 
 # The alertname of what the guard reports; one alert per server.
 GUARD_ALERT = "cloudpilot-guard"
-_CREATING = "CG"
-_CREATED = "CD"
 # Room for the action itself and the reads around it, beyond the snapshot and the check.
 _SLACK_S = 60.0
 
@@ -159,11 +160,12 @@ class SnapshotGuard:
     ) -> int:
         """Take (or find, after a crash) the decision's snapshot and wait until it completes."""
         client = self._clients.need_seeweb()
-        tag = intent_tag(ctx.decision.key)
-        found = next((s for s in await client.list_snapshots(target.id) if s.notes == tag), None)
+        found = await tagged_snapshot(client, target, ctx.decision.key)
         if found is None:
             snapshot, provider_action = await client.create_snapshot(
-                target.id, f"cloudpilot before {action.name} (rule {ctx.decision.rule})", tag
+                target.id,
+                f"cloudpilot before {action.name} (rule {ctx.decision.rule})",
+                intent_tag(ctx.decision.key),
             )
             ctx.log.info(
                 "snapshot_started",
@@ -178,16 +180,7 @@ class SnapshotGuard:
             self._metrics.guard_snapshots.labels("created").inc()
             return snapshot.id
         ctx.log.info("snapshot_found", server=target.name, snapshot=found.id, status=found.status)
-        started = ctx.clock.monotonic()
-        while found.status == _CREATING:
-            if ctx.clock.monotonic() - started >= spec.snapshot_timeout_s:
-                raise ActionError(
-                    f"snapshot {found.id} still creating after {spec.snapshot_timeout_s:g} s"
-                )
-            await ctx.clock.sleep(POLL_EVERY_S)
-            found = await client.get_snapshot(target.id, found.id)
-        if found.status != _CREATED:
-            raise ActionError(f"snapshot {found.id} ended {found.status_label or found.status!r}")
+        found = await wait_for_snapshot(client, target, found, ctx, spec.snapshot_timeout_s)
         self._metrics.guard_snapshots.labels("found").inc()
         return found.id
 
@@ -200,7 +193,7 @@ class SnapshotGuard:
                 for s in await client.list_snapshots(target.id)
                 if (s.notes or "").startswith(SNAPSHOT_NOTES_PREFIX)
                 and not s.protected
-                and s.status == _CREATED
+                and s.status == SNAPSHOT_CREATED
             ]
             own.sort(key=_created, reverse=True)
             for old in own[keep:]:

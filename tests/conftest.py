@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,8 +12,11 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry
 
+from daemon.app import Daemon
 from daemon.clock import FakeClock
+from daemon.config import load_config
 from daemon.simulator.app import Simulation, create_app
 from daemon.simulator.scenario import Scenario, load_scenario_file, parse_scenario
 
@@ -161,3 +165,47 @@ def key_mismatches(
     if isinstance(actual, dict | list):
         return [f"{path}: expected a scalar, got {type(actual).__name__}"]
     return []
+
+
+def linked_daemon(
+    sim: SimHandle,
+    tmp_path: Path,
+    rules: str,
+    *,
+    glesys: bool = False,
+    clock: FakeClock | None = None,
+    seed: int = 5,
+) -> Daemon:
+    """Return a daemon on the simulator with these rules, a `hook` route, and a LinkedClock."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "rules.yaml").write_text(rules)
+    (tmp_path / "seeweb-token").write_text(f"{TOKEN}\n")
+    glesys_section = ""
+    if glesys:
+        (tmp_path / "glesys-key").write_text(f"{TOKEN}\n")
+        glesys_section = (
+            f'[glesys]\nurl = "{sim.url}/glesys"\nproject = "cl12345"\nkey_file = "glesys-key"\n'
+        )
+    (tmp_path / "cloudpilot.toml").write_text(
+        f"""\
+rules = ["rules/"]
+[http]
+listen = "127.0.0.1:0"
+[state]
+path = "state.db"
+[seeweb]
+url = "{sim.url}"
+token_file = "seeweb-token"
+{glesys_section}[engine]
+stale_after = "1h"
+[notifiers.hook]
+type = "webhook"
+url = "http://127.0.0.1:9/hook"
+"""
+    )
+    return Daemon(
+        load_config(tmp_path / "cloudpilot.toml"),
+        clock=clock or LinkedClock(sim),
+        registry=CollectorRegistry(),
+        rng=random.Random(seed),
+    )

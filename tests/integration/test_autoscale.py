@@ -8,16 +8,13 @@ and no resize call. Time is a LinkedClock: each poll moves the simulated cloud a
 from __future__ import annotations
 
 import itertools
-import random
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from conftest import LinkedClock, SimFactory, SimHandle
-from prometheus_client import CollectorRegistry
+from conftest import SimFactory, SimHandle, linked_daemon
 
 from daemon.app import Daemon
-from daemon.config import load_config
 from daemon.state.store import LedgerState
 
 GLESYS_RULE = """\
@@ -61,38 +58,8 @@ glesys:
 """
 
 
-async def setup(sim: SimHandle, tmp_path: Path, rules: str) -> Daemon:
-    (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "autoscale.yaml").write_text("rules:\n" + rules)
-    (tmp_path / "seeweb-token").write_text("simulator-token\n")
-    (tmp_path / "glesys-key").write_text("simulator-token\n")
-    (tmp_path / "cloudpilot.toml").write_text(
-        f"""\
-rules = ["rules/"]
-[http]
-listen = "127.0.0.1:0"
-[state]
-path = "state.db"
-[seeweb]
-url = "{sim.url}"
-token_file = "seeweb-token"
-[glesys]
-url = "{sim.url}/glesys"
-project = "cl12345"
-key_file = "glesys-key"
-[engine]
-stale_after = "1h"
-[notifiers.hook]
-type = "webhook"
-url = "http://127.0.0.1:9/hook"
-"""
-    )
-    return Daemon(
-        load_config(tmp_path / "cloudpilot.toml"),
-        clock=LinkedClock(sim),
-        registry=CollectorRegistry(),
-        rng=random.Random(3),
-    )
+def setup(sim: SimHandle, tmp_path: Path, rules: str) -> Daemon:
+    return linked_daemon(sim, tmp_path, "rules:\n" + rules, glesys=True, seed=3)
 
 
 async def run_for(daemon: Daemon, minutes: int, *, every_s: float = 60.0) -> None:
@@ -119,7 +86,7 @@ async def test_glesys_cores_follow_the_surge_in_place(
 ) -> None:
     sim = await simulator("cpu-surge")
     start = sim.sim.world.now
-    async with await setup(sim, tmp_path, GLESYS_RULE) as daemon:
+    async with setup(sim, tmp_path, GLESYS_RULE) as daemon:
         await run_for(daemon, 180)
         entries = await daemon.store.ledger(rule="glesys-web")
         status = daemon.status()
@@ -160,7 +127,7 @@ async def test_oscillating_load_stays_within_the_daily_cap(
     rules = GLESYS_RULE.replace("cooldown: 20m", "cooldown: 15m").replace(
         "max_resizes_per_day: 6", "max_resizes_per_day: 3"
     )
-    async with await setup(sim, tmp_path, rules) as daemon:
+    async with setup(sim, tmp_path, rules) as daemon:
         await run_for(daemon, 24 * 60, every_s=300)
     server = await glesys_server(sim, "web-glesys-1")
     assert 1 <= server["resizes"] <= 3
@@ -170,7 +137,7 @@ async def test_seeweb_gets_a_recommendation_and_no_resize(
     simulator: SimFactory, tmp_path: Path
 ) -> None:
     sim = await simulator("cpu-surge", metrics_step_s=60)
-    async with await setup(sim, tmp_path, SEEWEB_RULE) as daemon:
+    async with setup(sim, tmp_path, SEEWEB_RULE) as daemon:
         await run_for(daemon, 40)
         alert = await daemon.store.get_alert("seeweb-web/ec500001")
         gauge = daemon.metrics.registry.get_sample_value(

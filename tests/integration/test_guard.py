@@ -8,18 +8,15 @@ LinkedClock: the guard's waits move the simulated cloud, so nothing waits for re
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LinkedClock, SimFactory, SimHandle
-from prometheus_client import CollectorRegistry
+from conftest import SimFactory, SimHandle, linked_daemon
 
 from daemon.actions.server import intent_tag
 from daemon.app import Daemon
 from daemon.clock import FakeClock
-from daemon.config import load_config
 from daemon.policies.guard import guard_alert_key
 from daemon.state.store import LedgerState
 
@@ -45,35 +42,10 @@ guard:
 """
 
 
-async def setup(
+def setup(
     sim: SimHandle, tmp_path: Path, rules: str = RULES, *, clock: FakeClock | None = None
 ) -> Daemon:
-    (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "guarded.yaml").write_text(rules)
-    (tmp_path / "seeweb-token").write_text("simulator-token\n")
-    (tmp_path / "cloudpilot.toml").write_text(
-        f"""\
-rules = ["rules/"]
-[http]
-listen = "127.0.0.1:0"
-[state]
-path = "state.db"
-[seeweb]
-url = "{sim.url}"
-token_file = "seeweb-token"
-[engine]
-stale_after = "1h"
-[notifiers.hook]
-type = "webhook"
-url = "http://127.0.0.1:9/hook"
-"""
-    )
-    return Daemon(
-        load_config(tmp_path / "cloudpilot.toml"),
-        clock=clock or LinkedClock(sim),
-        registry=CollectorRegistry(),
-        rng=random.Random(5),
-    )
+    return linked_daemon(sim, tmp_path, rules, clock=clock)
 
 
 async def health_check_fails(sim: SimHandle, daemon: Daemon) -> None:
@@ -114,7 +86,7 @@ async def test_power_off_waits_for_a_completed_snapshot(
     simulator: SimFactory, tmp_path: Path
 ) -> None:
     sim = await simulator("quiet")
-    async with await setup(sim, tmp_path) as daemon:
+    async with setup(sim, tmp_path) as daemon:
         await health_check_fails(sim, daemon)
         log = await sim.requests()
         entry = await power_off_entry(daemon)
@@ -161,7 +133,7 @@ async def test_a_failed_snapshot_aborts_the_power_off_and_fires_an_alert(
         "POST", "/_sim/faults", json={"fail_actions": "create_snapshot", "outcome": "error"}
     )
     assert status == 200
-    async with await setup(sim, tmp_path) as daemon:
+    async with setup(sim, tmp_path) as daemon:
         await health_check_fails(sim, daemon)
         log = await sim.requests()
         entry = await power_off_entry(daemon)
@@ -185,7 +157,7 @@ async def test_a_snapshot_that_never_completes_times_out(
     sim = await simulator("quiet")
     # A clock not linked to the simulator: the guard waits, the cloud does not move on.
     frozen = FakeClock(sim.sim.world.now)
-    async with await setup(sim, tmp_path, clock=frozen) as daemon:
+    async with setup(sim, tmp_path, clock=frozen) as daemon:
         await health_check_fails(sim, daemon)
         entry = await power_off_entry(daemon)
         alert = await daemon.store.get_alert(guard_alert_key(SERVER))
@@ -214,7 +186,7 @@ async def test_retention_deletes_only_its_own_old_snapshots(
     )
     assert status in (200, 201)
     await sim.advance(120)
-    async with await setup(sim, tmp_path) as daemon:
+    async with setup(sim, tmp_path) as daemon:
         for _ in range(4):
             await health_check_fails(sim, daemon)
             # Power it back on, as a person would, so the next check has something to stop.
@@ -256,6 +228,6 @@ async def test_dry_run_takes_no_snapshot(simulator: SimFactory, tmp_path: Path, 
     rules = RULES.replace(
         "  - name: stop-unhealthy\n", f"  - name: stop-unhealthy\n    mode: {mode}\n"
     )
-    async with await setup(sim, tmp_path, rules) as daemon:
+    async with setup(sim, tmp_path, rules) as daemon:
         await health_check_fails(sim, daemon)
     assert [m for m in mutations(await sim.requests()) if m[1].startswith("/ecs/v2/servers")] == []

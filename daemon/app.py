@@ -503,7 +503,7 @@ class Daemon:
         model = self.config.model
         sources: list[Source] = []
         seeweb = clients.seeweb
-        k8sgpu: K8sGpuClient | None = None
+        k8sgpu = clients.k8sgpu
         if seeweb is not None:
             assert model.seeweb is not None
             sources += [
@@ -519,17 +519,7 @@ class Daemon:
                     servers=model.seeweb.watch,
                 ),
             ]
-        if model.k8sgpu is not None:
-            assert self._session is not None
-            k8sgpu = K8sGpuClient(
-                self._session,
-                model.k8sgpu.url,
-                username=model.k8sgpu.username,
-                password=self.config.secret("k8sgpu.password_file"),
-                clock=self.clock,
-                logger=self.log,
-                observer=self.metrics.observe_request,
-            )
+        if k8sgpu is not None:
             sources.append(
                 K8sGpuSource(k8sgpu, facts=self.facts, clock=self.clock, metrics=self.metrics)
             )
@@ -556,11 +546,12 @@ def build_clients(
     log: Logger,
     metrics: Metrics,
 ) -> ServerClients:
-    """Return the Seeweb and Glesys clients the config enables, on one shared session."""
+    """Return the Seeweb, Glesys and Serverless GPU clients the config enables, on one session."""
     model = config.model
     common: dict[str, Any] = {"clock": clock, "logger": log, "observer": metrics.observe_request}
     seeweb: SeewebClient | None = None
     glesys: GlesysClient | None = None
+    k8sgpu: K8sGpuClient | None = None
     if model.seeweb is not None:
         if model.seeweb.token_file is not None:
             seeweb = SeewebClient(
@@ -582,7 +573,15 @@ def build_clients(
             key=config.secret("glesys.key_file"),
             **common,
         )
-    return ServerClients(seeweb=seeweb, glesys=glesys)
+    if model.k8sgpu is not None:
+        k8sgpu = K8sGpuClient(
+            session,
+            model.k8sgpu.url,
+            username=model.k8sgpu.username,
+            password=config.secret("k8sgpu.password_file"),
+            **common,
+        )
+    return ServerClients(seeweb=seeweb, glesys=glesys, k8sgpu=k8sgpu)
 
 
 def alert_routes(rules: RuleSet, rule: str) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ from aiohttp.abc import AbstractResolver
 from daemon.actions.alert import AlertAction, AlertRaiser
 from daemon.actions.base import Action, ActionParams, ActionRegistry
 from daemon.actions.log import LogAction
+from daemon.actions.pods import DeletePodAction
 from daemon.actions.server import (
     PowerOffAction,
     PowerOnAction,
@@ -29,6 +30,7 @@ _ACTION_TYPES: tuple[type[Action], ...] = (
     PowerOnAction,
     SetCoresAction,
     SnapshotAction,
+    DeletePodAction,
 )
 
 
@@ -47,15 +49,17 @@ def default_registry(
     resolver: AbstractResolver | None = None,
 ) -> ActionRegistry:
     """Return a registry of the built-in actions, sharing the process's HTTP session."""
+    clients = clients or ServerClients()
     return ActionRegistry(
         [
             AlertAction(alerts),
             LogAction(log=log),
             WebhookAction(session=session, clock=clock, resolver=resolver),
             *(
-                server_action(clients or ServerClients())
+                server_action(clients)
                 for server_action in (PowerOffAction, PowerOnAction, SetCoresAction, SnapshotAction)
             ),
+            DeletePodAction(clients),
         ]
     )
 

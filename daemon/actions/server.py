@@ -18,6 +18,7 @@ from daemon.actions.base import ActionContext, ActionParams
 from daemon.errors import CloudpilotError
 from daemon.models import Outcome, OutcomeStatus
 from daemon.providers.glesys import GlesysClient
+from daemon.providers.k8sgpu import K8sGpuClient
 from daemon.providers.records import Action as ProviderAction
 from daemon.providers.records import Snapshot
 from daemon.providers.seeweb import SeewebClient
@@ -82,10 +83,11 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class ServerClients:
-    """The provider clients server actions use; None where the provider is not configured."""
+    """The provider clients actions and sources share; None where the provider is not configured."""
 
     seeweb: SeewebClient | None = None
     glesys: GlesysClient | None = None
+    k8sgpu: K8sGpuClient | None = None
 
     def need_seeweb(self) -> SeewebClient:
         """Return the Seeweb client, or raise ActionError if it is not configured."""
@@ -98,6 +100,12 @@ class ServerClients:
         if self.glesys is None:
             raise ActionError("glesys is not configured: add a [glesys] section to the config")
         return self.glesys
+
+    def need_k8sgpu(self) -> K8sGpuClient:
+        """Return the Serverless GPU client, or raise ActionError if it is not configured."""
+        if self.k8sgpu is None:
+            raise ActionError("k8sgpu is not configured: add a [k8sgpu] section to the config")
+        return self.k8sgpu
 
 
 def intent_tag(key: str) -> str:

@@ -11,6 +11,7 @@ from daemon.actions import action_params_models, default_registry
 from daemon.actions.alert import AlertParams
 from daemon.actions.base import ActionContext, ActionRegistry
 from daemon.actions.log import LogAction, LogParams
+from daemon.actions.pods import DeletePodParams
 from daemon.actions.server import ServerParams, SetCoresParams
 from daemon.actions.webhook import WebhookParams
 from daemon.clock import FakeClock
@@ -65,6 +66,7 @@ async def test_default_registry_has_the_built_in_actions() -> None:
         registry = default_registry(session=session, clock=FakeClock(), log=log, alerts=raiser)
     assert list(registry) == [
         "alert",
+        "delete_pod",
         "log",
         "power_off",
         "power_on",
@@ -76,6 +78,7 @@ async def test_default_registry_has_the_built_in_actions() -> None:
     assert "delete_server" not in registry
     assert registry.params_models() == {
         "alert": AlertParams,
+        "delete_pod": DeletePodParams,
         "log": LogParams,
         "power_off": ServerParams,
         "power_on": ServerParams,

@@ -73,6 +73,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="the TOML config")
 
+    approve = commands.add_parser(
+        "approve", help="list the budget actions waiting for approval, or approve one"
+    )
+    approve.add_argument(
+        "id", nargs="?", metavar="ID", help="the request to decide (at least 4 of its hex digits)"
+    )
+    approve.add_argument("--reject", action="store_true", help="reject the request instead")
+    approve.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="the TOML config")
+
     commands.add_parser("schema", help="print the JSON Schema of rule files")
     commands.add_parser("demo", help="a narrated tour of the embedded simulator")
     return parser
@@ -91,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _exec(args)
     if args.command == "plan":
         return _plan(args)
+    if args.command == "approve":
+        return _approve(args)
     if args.command == "schema":
         return _schema()
     if args.command == "demo":
@@ -231,6 +242,39 @@ def _exec(args: argparse.Namespace) -> int:
         return 130
     except OSError as exc:
         print(f"cloudpilot exec: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _approve(args: argparse.Namespace) -> int:
+    from daemon.approve import run_approve, usage_problem
+    from daemon.clock import SystemClock
+    from daemon.config import load_config
+    from daemon.errors import ConfigError
+    from daemon.observability.logging import configure_logging
+
+    problem = usage_problem(args.id, reject=args.reject)
+    if problem is not None:
+        print(f"cloudpilot approve: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(stream=sys.stderr, level="warning")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"cloudpilot approve: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return asyncio.run(
+            run_approve(
+                config,
+                args.id,
+                reject=args.reject,
+                clock=SystemClock(),
+                out=sys.stdout,
+                err=sys.stderr,
+            )
+        )
+    except OSError as exc:
+        print(f"cloudpilot approve: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILURE
 
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,6 +51,7 @@ _LEDGER_COLUMNS = (
     "key, rule, action, mode, params, event, decided_at, state, attempts, detail, updated_at"
 )
 _ALERT_COLUMNS = "key, rule, status, started_at, updated_at, data, resolve_key"
+_BUDGET_COLUMNS = "rule, scope, month, updated_at, data"
 _OUTBOX_COLUMNS = "id, destination, notification, created_at, next_at, attempts, last_error"
 
 
@@ -241,33 +242,68 @@ class SqliteStore:
     async def get_budget(self, rule: str, scope: str, month: str) -> BudgetRecord | None:
         """Return a budget's state for one month."""
         async with self._exclusive(f"read budget {rule!r} {scope!r} {month}") as db:
-            row = await _one(
-                db,
-                "SELECT rule, scope, month, updated_at, data FROM budgets"
-                " WHERE rule = ? AND scope = ? AND month = ?",
-                (rule, scope, month),
-            )
-        if row is None:
-            return None
-        rule, scope, month, updated_at, data = row
-        return BudgetRecord(rule, scope, month, parse_utc(updated_at), decode_value(data))
+            return await _get_budget(db, rule, scope, month)
 
     async def put_budget(self, record: BudgetRecord) -> None:
         """Insert or replace a budget's state for one month."""
-        where = f"budget {record.rule!r} {record.scope!r} {record.month}"
-        values = (
-            record.rule,
-            record.scope,
-            record.month,
-            utc_text(record.updated_at, f"{where} updated_at"),
-            encode_value(record.data, f"{where} data"),
-        )
-        async with self._exclusive(f"write {where}") as db:
-            await db.execute(
-                "INSERT OR REPLACE INTO budgets (rule, scope, month, updated_at, data)"
-                " VALUES (?, ?, ?, ?, ?)",
-                values,
+        values = _budget_values(record)
+        async with self._exclusive(f"write {_budget_name(record)}") as db:
+            await _put_budget(db, values)
+
+    async def budgets(
+        self, *, month: str | None = None, scope_prefix: str = ""
+    ) -> list[BudgetRecord]:
+        """Return budget records, of one month if given, whose scope starts with `scope_prefix`.
+
+        Ordered by rule, month, scope.
+        """
+        # substr compares the prefix as plain text: `_` and `%` in it match only themselves.
+        where = ["substr(scope, 1, ?) = ?"]
+        args: list[Any] = [len(scope_prefix), scope_prefix]
+        if month is not None:
+            where.append("month = ?")
+            args.append(month)
+        async with self._exclusive("read budgets") as db:
+            rows = await _all(
+                db,
+                f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE {' AND '.join(where)}"  # noqa: S608
+                " ORDER BY rule, month, scope",
+                args,
             )
+        return [_budget(row) for row in rows]
+
+    async def transition_budget(
+        self,
+        rule: str,
+        scope: str,
+        month: str,
+        *,
+        expect: str,
+        data: Mapping[str, Any],
+        now: datetime,
+    ) -> BudgetRecord | None:
+        """Replace a record's data only while its `data["state"]` is `expect`, atomically.
+
+        Return the record as written, or None when it is missing or no longer in `expect`
+        (someone else decided first).
+        """
+        record = BudgetRecord(rule, scope, month, now, dict(data))
+        values = _budget_values(record)
+        async with self._exclusive(f"change {_budget_name(record)}") as db:
+            # BEGIN IMMEDIATE takes the write lock before the read, so another process (the
+            # daemon, or a second `cloudpilot approve`) cannot change the record in between.
+            await _uninterrupted(db, "BEGIN IMMEDIATE")
+            try:
+                current = await _get_budget(db, rule, scope, month)
+                if current is None or current.data.get("state") != expect:
+                    await _rollback(db)
+                    return None
+                await _put_budget(db, values)
+                await _uninterrupted(db, "COMMIT")
+            except BaseException:
+                await _rollback(db)
+                raise
+        return record
 
     async def due_deliveries(
         self, destination: str, now: datetime, limit: int = 10
@@ -536,6 +572,12 @@ class _SqliteBatch:
         with self._using(f"write alert {alert.key!r}"):
             await _put_alert(self._db, values)
 
+    async def put_budget(self, record: BudgetRecord) -> None:
+        """Insert or replace a budget's state, with the rest of the batch."""
+        values = _budget_values(record)
+        with self._using(f"write {_budget_name(record)}"):
+            await _put_budget(self._db, values)
+
     async def firing_alerts_matching(self, rule: str, resolve_key: str) -> list[AlertRecord]:
         """Return the rule's firing alerts whose `resolve_key` equals this one, oldest first."""
         with self._using(f"read the firing alerts of {rule!r}"):
@@ -674,6 +716,40 @@ async def _put_alert(db: aiosqlite.Connection, values: tuple[str, ...]) -> None:
     )
 
 
+def _budget_name(record: BudgetRecord) -> str:
+    return f"budget {record.rule!r} {record.scope!r} {record.month}"
+
+
+def _budget_values(record: BudgetRecord) -> tuple[str, ...]:
+    """Encode a budget record before the lock is taken, so a bad value leaves the file alone."""
+    where = _budget_name(record)
+    return (
+        record.rule,
+        record.scope,
+        record.month,
+        utc_text(record.updated_at, f"{where} updated_at"),
+        encode_value(record.data, f"{where} data"),
+    )
+
+
+async def _get_budget(
+    db: aiosqlite.Connection, rule: str, scope: str, month: str
+) -> BudgetRecord | None:
+    row = await _one(
+        db,
+        f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE rule = ? AND scope = ? AND month = ?",  # noqa: S608
+        (rule, scope, month),
+    )
+    return None if row is None else _budget(row)
+
+
+async def _put_budget(db: aiosqlite.Connection, values: tuple[str, ...]) -> None:
+    await db.execute(
+        f"INSERT OR REPLACE INTO budgets ({_BUDGET_COLUMNS}) VALUES (?, ?, ?, ?, ?)",  # noqa: S608
+        values,
+    )
+
+
 async def _refuse_transition(db: aiosqlite.Connection, key: str, to: LedgerState) -> None:
     row = await _one(db, "SELECT state FROM ledger WHERE key = ?", (key,))
     if row is None:
@@ -706,6 +782,11 @@ def _alert(row: Sequence[Any]) -> AlertRecord:
         decode_value(data),
         resolve_key,
     )
+
+
+def _budget(row: Sequence[Any]) -> BudgetRecord:
+    rule, scope, month, updated_at, data = row
+    return BudgetRecord(rule, scope, month, parse_utc(updated_at), decode_value(data))
 
 
 def _delivery(row: Sequence[Any]) -> Delivery:

@@ -147,6 +147,10 @@ class Batch(Protocol):
         """Insert or replace one alert's state."""
         ...
 
+    async def put_budget(self, record: BudgetRecord) -> None:
+        """Insert or replace a budget's state, with the rest of the batch."""
+        ...
+
     async def firing_alerts_matching(self, rule: str, resolve_key: str) -> list[AlertRecord]:
         """Return the rule's firing alerts whose `resolve_key` equals this one, oldest first."""
         ...
@@ -223,6 +227,32 @@ class Store(Protocol):
 
     async def put_budget(self, record: BudgetRecord) -> None:
         """Insert or replace a budget's state for one month."""
+        ...
+
+    async def budgets(
+        self, *, month: str | None = None, scope_prefix: str = ""
+    ) -> list[BudgetRecord]:
+        """Return budget records, of one month if given, whose scope starts with `scope_prefix`.
+
+        Ordered by rule, month, scope.
+        """
+        ...
+
+    async def transition_budget(
+        self,
+        rule: str,
+        scope: str,
+        month: str,
+        *,
+        expect: str,
+        data: Mapping[str, Any],
+        now: datetime,
+    ) -> BudgetRecord | None:
+        """Replace a record's data only while its `data["state"]` is `expect`, atomically.
+
+        Return the record as written, or None when it is missing or no longer in `expect`
+        (someone else decided first).
+        """
         ...
 
     async def due_deliveries(

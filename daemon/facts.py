@@ -8,6 +8,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from daemon.providers.records import GpuPodBill, ServerBill, SnapshotBill, TemplateBill
+
 ServerKey = tuple[str, str]
 """A server's identity in facts: (provider, name), e.g. ("seeweb", "ec200001")."""
 
@@ -117,6 +119,24 @@ class MonthCost:
     billed_until: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class MonthBills:
+    """The current month's bills as the last complete billing poll read them, row by row.
+
+    `gpu` is None when Serverless GPU is not configured. `billed_until` is the instant the
+    bills are known complete up to (see `MonthCost`).
+    """
+
+    month: str
+    observed_at: datetime
+    billed_until: datetime | None
+    servers: tuple[ServerBill, ...] = ()
+    templates: tuple[TemplateBill, ...] = ()
+    snapshots: tuple[SnapshotBill, ...] = ()
+    snapshots_total: float = 0.0
+    gpu: tuple[GpuPodBill, ...] | None = None
+
+
 @dataclass
 class Facts:
     """What rules and gauges read between polls; every entry says when it was observed."""
@@ -135,6 +155,9 @@ class Facts:
 
     month_cost: dict[str, MonthCost] = field(default_factory=dict)
     """Month-to-date spend by scope: `account`, `group:<g>`, `server:<name>`, `k8sgpu:<c>`."""
+
+    bills: MonthBills | None = None
+    """The current month's bills, row by row, from the last complete billing poll."""
 
     cpu_window: timedelta = DEFAULT_CPU_WINDOW
     """How far back each server's CPU window reaches."""

@@ -265,6 +265,8 @@ async def inject_faults(request: web.Request, handler: Handler) -> web.StreamRes
             response.headers["Retry-After"] = str(applied.retry_after)
         return response
     answer = await handler(request)
+    if applied.omit and isinstance(answer, web.Response):
+        answer = without_keys(answer, applied.omit)
     if applied.truncate and isinstance(answer, web.Response) and isinstance(answer.body, bytes):
         body = answer.body
         cut = web.Response(
@@ -274,6 +276,23 @@ async def inject_faults(request: web.Request, handler: Handler) -> web.StreamRes
         )
         return cut
     return answer
+
+
+def without_keys(answer: web.Response, keys: frozenset[str]) -> web.Response:
+    """Return a JSON object answer with these top-level keys dropped; leave any other as it is."""
+    if answer.content_type != "application/json" or not isinstance(answer.body, bytes):
+        return answer
+    data = json.loads(answer.body)
+    if not isinstance(data, dict):
+        return answer
+    kept = {key: value for key, value in data.items() if key not in keys}
+    return web.json_response(kept, status=answer.status, headers=_extra_headers(answer))
+
+
+def _extra_headers(answer: web.Response) -> dict[str, str]:
+    """Return the headers an answer set beyond those its body decides."""
+    skip = {"content-type", "content-length"}
+    return {name: value for name, value in answer.headers.items() if name.lower() not in skip}
 
 
 @web.middleware

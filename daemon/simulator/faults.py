@@ -1,4 +1,4 @@
-"""Faults injected through `/_sim/faults`: errors, throttling, latency, hangs and cut bodies."""
+"""Faults injected through `/_sim/faults`: errors, throttling, latency, hangs and bad bodies."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import itertools
 import random
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -26,6 +26,9 @@ class FaultRequest(BaseModel):
     retry_after: int | str | None = None
     latency_ms: int = Field(default=0, ge=0, le=600_000)
     truncate: bool = False
+    omit: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=50
+    )
     count: int | None = Field(default=None, ge=1)
     duration_s: Seconds | None = Field(default=None, alias="for", gt=0)
     expire_tokens: bool = False
@@ -39,13 +42,14 @@ class FaultRequest(BaseModel):
             self.status is not None,
             self.latency_ms > 0,
             self.truncate,
+            bool(self.omit),
             self.expire_tokens,
             self.insert_actions_while_paging is not None,
             self.fail_actions is not None,
         )
         if not any(effects):
             raise ValueError(
-                "a fault needs one of status, latency_ms, truncate, expire_tokens, "
+                "a fault needs one of status, latency_ms, truncate, omit, expire_tokens, "
                 "insert_actions_while_paging or fail_actions"
             )
         return self
@@ -62,6 +66,7 @@ class Fault:
     retry_after: int | str | None
     latency_ms: int
     truncate: bool
+    omit: tuple[str, ...]
     count: int | None
     until: datetime | None
 
@@ -69,6 +74,7 @@ class Fault:
         """Return the fault as the control surface shows it."""
         data = asdict(self)
         data["until"] = self.until.isoformat() if self.until else None
+        data["omit"] = list(self.omit)
         return data
 
 
@@ -80,6 +86,7 @@ class Applied:
     status: int | None = None
     retry_after: int | str | None = None
     truncate: bool = False
+    omit: frozenset[str] = frozenset()
 
 
 class FaultBoard:
@@ -98,7 +105,12 @@ class FaultBoard:
         if request.insert_actions_while_paging is not None:
             self.paging_inserts = request.insert_actions_while_paging
             self.paging_inserts_left = request.count
-        if request.status is None and not request.latency_ms and not request.truncate:
+        if (
+            request.status is None
+            and not request.latency_ms
+            and not request.truncate
+            and not request.omit
+        ):
             return None
         fault = Fault(
             id=next(self._ids),
@@ -108,6 +120,7 @@ class FaultBoard:
             retry_after=request.retry_after,
             latency_ms=request.latency_ms,
             truncate=request.truncate,
+            omit=tuple(dict.fromkeys(request.omit)),
             count=request.count,
             until=now + timedelta(seconds=request.duration_s) if request.duration_s else None,
         )
@@ -137,6 +150,7 @@ class FaultBoard:
                 continue
             applied.latency_s += fault.latency_ms / 1000
             applied.truncate = applied.truncate or fault.truncate
+            applied.omit |= frozenset(fault.omit)
             if fault.status is not None and applied.status is None:
                 applied.status = fault.status
                 applied.retry_after = fault.retry_after

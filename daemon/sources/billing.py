@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from daemon.clock import Clock
-from daemon.facts import Facts, MonthCost
+from daemon.facts import Facts, MonthBills, MonthCost
 from daemon.models import Event
 from daemon.observability.metrics import Metrics
+from daemon.providers.errors import ProviderError
 from daemon.providers.k8sgpu import K8sGpuClient
-from daemon.providers.records import ServerBilling
+from daemon.providers.records import GpuPodBill, ServerBilling
 from daemon.providers.seeweb import SeewebClient
 from daemon.sources.base import cursor_map, drop_series, iso
 from daemon.state.store import Cursor
@@ -29,6 +30,7 @@ class MonthBill:
     scopes: dict[str, float]
     billed_until: datetime | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    rows: dict[str, Any] = field(default_factory=dict)
 
 
 class BillingSource:
@@ -59,6 +61,18 @@ class BillingSource:
         if self._k8sgpu is not None:
             bills.append(await self._gpu_bill(self._k8sgpu, now))
         self._update_costs(month, bills, now)
+        seeweb = bills[0].rows
+        gpu: tuple[GpuPodBill, ...] | None = bills[1].rows["pods"] if len(bills) > 1 else None
+        self._facts.bills = MonthBills(
+            month=month,
+            observed_at=now,
+            billed_until=bills[0].billed_until,
+            servers=seeweb["servers"],
+            templates=seeweb["templates"],
+            snapshots=seeweb["snapshots"],
+            snapshots_total=seeweb["snapshots_total"],
+            gpu=gpu,
+        )
         same_month = cursor is not None and cursor.get("month") == month
         previous = cursor_map(cursor, "totals") if same_month else {}
         events = [
@@ -72,6 +86,11 @@ class BillingSource:
         servers = await self._client.billing_servers(now.year, now.month)
         templates = await self._client.billing_templates(now.year, now.month)
         snapshots = await self._client.billing_snapshots(now.year, now.month)
+        _check_month("seeweb", "/billing/snapshots", snapshots.year, snapshots.month, now)
+        for kind, bill in (("servers", servers.rows), ("templates", templates.rows)):
+            for row in bill:
+                if row.year is not None and row.month is not None:
+                    _check_month("seeweb", f"/billing/{kind}", row.year, row.month, now, row.name)
         scopes: dict[str, float] = defaultdict(float)
         for row in servers.rows:
             scopes[f"server:{row.name}"] += row.cost
@@ -88,10 +107,17 @@ class BillingSource:
             scopes=scopes,
             billed_until=estimate_billed_until(servers, now),
             detail={part: _euros(cost) for part, cost in parts.items()},
+            rows={
+                "servers": servers.rows,
+                "templates": templates.rows,
+                "snapshots": snapshots.rows,
+                "snapshots_total": snapshots.total_cost,
+            },
         )
 
     async def _gpu_bill(self, client: K8sGpuClient, now: datetime) -> MonthBill:
         bill = await client.billing(now.year, now.month)
+        _check_month("k8sgpu", "/billing", bill.year, bill.month, now)
         clusters: dict[str, float] = defaultdict(float)
         for row in bill.pods:
             clusters[row.pod.cluster if row.pod and row.pod.cluster else ""] += row.cost
@@ -100,6 +126,7 @@ class BillingSource:
             total=_euros(bill.total_cost),
             scopes={f"k8sgpu:{cluster}": cost for cluster, cost in clusters.items()},
             detail={"clusters": {c: _euros(v) for c, v in sorted(clusters.items())}},
+            rows={"pods": bill.pods},
         )
 
     def _update_costs(self, month: str, bills: list[MonthBill], now: datetime) -> None:
@@ -134,6 +161,21 @@ class BillingSource:
         )
 
 
+def _check_month(
+    provider: str, path: str, year: int, month: int, now: datetime, row: str | None = None
+) -> None:
+    """Refuse a bill (or a row of one) that is not for the month asked for."""
+    if (year, month) != (now.year, now.month):
+        where = f" row {row!r}" if row else ""
+        raise ProviderError(
+            provider,
+            "GET",
+            f"{path}/{now.year:04d}/{now.month:02d}",
+            f"{where.strip() + ': ' if where else ''}month: the bill is for "
+            f"{year:04d}-{month:02d}, not {now.year:04d}-{now.month:02d}",
+        )
+
+
 def _euros(value: float) -> float:
     return round(value, 2)
 
@@ -142,12 +184,13 @@ def estimate_billed_until(bill: ServerBilling, now: datetime) -> datetime | None
     """Return the instant the servers' bill is complete up to, as far as its rows tell.
 
     Bills count whole hours since a server's creation or the month's start: a server alive all
-    along gives the cut-off exactly; others give earlier bounds, so the latest bound wins.
+    along gives the cut-off exactly; others (deleted ones too) give earlier bounds, so the
+    latest bound wins, and deleting the longest-running server does not move it back.
     """
     month_start = datetime(bill.year, bill.month, 1, tzinfo=UTC)
     bounds = [
         max(month_start, row.creation_date or month_start) + timedelta(hours=row.billed_hours)
         for row in bill.rows
-        if row.deletion_date is None and row.billed_hours is not None
+        if row.billed_hours is not None
     ]
     return min(max(bounds), now) if bounds else None

@@ -36,6 +36,7 @@ from daemon.observability.logging import get_logger
 from daemon.observability.metrics import Metrics
 from daemon.observability.sdnotify import SystemdNotifier
 from daemon.policies.autoscale import AutoscalePolicy
+from daemon.policies.budget import Budgeted, BudgetPolicy
 from daemon.policies.guard import SnapshotGuard
 from daemon.providers import GlesysClient, K8sGpuClient, SeewebClient
 from daemon.providers.errors import ProviderError
@@ -129,7 +130,16 @@ class Daemon:
         self._last_prune = float("-inf")
         self._plans_read = float("-inf")
         self._clients: ServerClients | None = None
-        self.autoscale = AutoscalePolicy(facts=self.facts, metrics=self.metrics)
+        self.budgets = BudgetPolicy(
+            facts=self.facts,
+            metrics=self.metrics,
+            log=self.log,
+            plans=lambda: self.autoscale.plans,
+            gpu_prices=config.model.budget.gpu_prices,
+        )
+        self.autoscale = AutoscalePolicy(
+            facts=self.facts, metrics=self.metrics, budget=self.budgets
+        )
         self._batches: set[asyncio.Task[None]] = set()
         self._event_types: set[str] = set()
         self._stopping = False
@@ -341,16 +351,21 @@ class Daemon:
     def _rules_loaded(self, rules: RuleSet) -> None:
         self.alerts.replace_rules(rules)
         self.autoscale.replace_rules(rules)
+        self.budgets.replace_rules(rules)
         self.metrics.rules_loaded.set(len(rules))
         self.readiness.rules_loaded()
 
     async def _remember_resizes(self) -> None:
-        """Teach the autoscale policy its past day of decisions and the advice still firing."""
+        """Teach the policies their past decisions, the advice still firing, open approvals."""
         entries: list[LedgerEntry] = []
         for rule in self.engine.rules.autoscale:
             entries += await self.store.ledger(rule=rule.name, limit=500)
         firing = [alert.key for alert in await self.store.firing_alerts()]
         self.autoscale.remember(entries, firing)
+        spent: list[LedgerEntry] = []
+        for budget in self.engine.rules.budgets:
+            spent += await self.store.ledger(rule=budget.name, limit=1000)
+        await self.budgets.remember(self.store, spent, self.clock.now())
 
     # --- the pipeline ----------------------------------------------------------------------------
 
@@ -368,7 +383,9 @@ class Daemon:
     async def _store_batch(self, source: str, events: list[Event], cursor: Cursor) -> None:
         if source == "metrics":
             await self._refresh_plans()
+            await self._refresh_power()
         now = self.clock.now()
+        budgeted = await self.budgets.approvals(self.store, now)
         async with self.store.batch() as batch:
             unseen = await batch.unseen([event.key for event in events])
             fresh: list[Event] = []
@@ -377,9 +394,17 @@ class Daemon:
                     unseen.discard(event.key)  # a key twice in one batch counts once
                     fresh.append(event)
             evaluation = self.engine.plan(fresh, self.facts, now)
+            # Budgets first: the autoscale policy asks them before it scales up.
+            budgeted.extend(self.budgets.evaluate(now))
             scaled = self.autoscale.evaluate(source, now)
-            recorded = await batch.record_decisions(evaluation.decisions + scaled.decisions)
-            settled = await self.alerts.settle(batch, fresh + scaled.events, recorded, now)
+            recorded = await batch.record_decisions(
+                evaluation.decisions + scaled.decisions + budgeted.decisions
+            )
+            settled = await self.alerts.settle(
+                batch, fresh + scaled.events + budgeted.events, recorded, now
+            )
+            for record in budgeted.records:
+                await batch.put_budget(record)
             await batch.mark_seen([event.key for event in fresh], now)
             await batch.set_cursor(source, cursor)
             if evaluation.put:
@@ -394,6 +419,7 @@ class Daemon:
         await self.alerts.committed(settled)
         for key in scaled.resolve:
             await self.alerts.resolve_alert(key)
+        await self._resolve_budget_alerts(budgeted)
         for event in fresh:
             self.metrics.events.labels(self._event_label(event.type)).inc()
         self.readiness.source_polled(source)
@@ -405,7 +431,7 @@ class Daemon:
     async def _refresh_plans(self) -> None:
         """Read Seeweb's plans (sizes and prices) for the autoscale advice, at most hourly."""
         seeweb = self._clients.seeweb if self._clients is not None else None
-        if seeweb is None or not self.autoscale.wants_plans:
+        if seeweb is None or not (self.autoscale.wants_plans or self.budgets.active):
             return
         if self.clock.monotonic() - self._plans_read < PLANS_EVERY_S:
             return
@@ -415,6 +441,22 @@ class Daemon:
             self.log.warning("plans_read_failed", error=str(exc))
             return
         self._plans_read = self.clock.monotonic()
+
+    async def _refresh_power(self) -> None:
+        """Read the power state of the servers budgets count (metrics batches only)."""
+        seeweb = self._clients.seeweb if self._clients is not None else None
+        if seeweb is not None and self.budgets.active:
+            await self.budgets.refresh_power(seeweb)
+
+    async def _resolve_budget_alerts(self, budgeted: Budgeted) -> None:
+        """End the approval alerts decided and, at a new month, last month's warnings."""
+        for key in budgeted.resolve:
+            await self.alerts.resolve_alert(key)
+        if budgeted.resolve_prefixes:
+            prefixes = tuple(budgeted.resolve_prefixes)
+            for alert in await self.store.firing_alerts():
+                if alert.key.startswith(prefixes):
+                    await self.alerts.resolve_alert(alert.key)
 
     async def _expire_alerts(self) -> None:
         while True:
@@ -474,6 +516,7 @@ class Daemon:
             },
             "running_actions": self.runner.running if self._runner else 0,
             "autoscale": [v.as_dict() for _, v in sorted(self.autoscale.verdicts.items())],
+            "budgets": [view.as_dict() for _, view in sorted(self.budgets.views.items())],
         }
 
     # --- building --------------------------------------------------------------------------------
@@ -586,9 +629,10 @@ def build_clients(
 
 def alert_routes(rules: RuleSet, rule: str) -> tuple[str, ...]:
     """Return the routes a rule reports to: an autoscale rule's `to`, an event rule's alerts'."""
-    for scaler in rules.autoscale:
-        if scaler.name == rule:
-            return scaler.to
+    for named in (rules.autoscale, rules.budgets):
+        for policy_rule in named:
+            if policy_rule.name == rule:
+                return policy_rule.to
     found = rules.get(rule)
     if found is None:
         return ()

@@ -129,6 +129,18 @@ def _fits_the_stop_timeout(value: float) -> float:
     return value
 
 
+class BudgetConfig(_Section):
+    """How budgets price what the bills do not show yet."""
+
+    gpu_prices: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict,
+        description=(
+            "EUR per online hour by GPU runtime class, e.g. seeweb-nvidia-1xa100 = 2.2; a class "
+            "missing here is priced at what the GPU bill charged it per online hour."
+        ),
+    )
+
+
 class ShutdownConfig(_Section):
     """How long a stop waits for running actions before cancelling them."""
 
@@ -287,6 +299,7 @@ class ConfigModel(_Section):
     poll: PollConfig = Field(default_factory=PollConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
     notifiers: dict[str, NotifierConfig] = Field(default_factory=dict)
 
 

@@ -173,8 +173,11 @@ def linked_daemon(
     rules: str,
     *,
     glesys: bool = False,
+    k8sgpu: bool = False,
     clock: FakeClock | None = None,
     seed: int = 5,
+    hook_url: str = "http://127.0.0.1:9/hook",
+    extra: str = "",
 ) -> Daemon:
     """Return a daemon on the simulator with these rules, a `hook` route, and a LinkedClock."""
     (tmp_path / "rules").mkdir()
@@ -186,6 +189,12 @@ def linked_daemon(
         glesys_section = (
             f'[glesys]\nurl = "{sim.url}/glesys"\nproject = "cl12345"\nkey_file = "glesys-key"\n'
         )
+    k8sgpu_section = ""
+    if k8sgpu:
+        (tmp_path / "k8sgpu-password").write_text("demo\n")
+        k8sgpu_section = (
+            f'[k8sgpu]\nurl = "{sim.url}"\nusername = "demo"\npassword_file = "k8sgpu-password"\n'
+        )
     (tmp_path / "cloudpilot.toml").write_text(
         f"""\
 rules = ["rules/"]
@@ -196,12 +205,12 @@ path = "state.db"
 [seeweb]
 url = "{sim.url}"
 token_file = "seeweb-token"
-{glesys_section}[engine]
+{glesys_section}{k8sgpu_section}[engine]
 stale_after = "1h"
 [notifiers.hook]
 type = "webhook"
-url = "http://127.0.0.1:9/hook"
-"""
+url = "{hook_url}"
+{extra}"""
     )
     return Daemon(
         load_config(tmp_path / "cloudpilot.toml"),

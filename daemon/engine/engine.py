@@ -123,6 +123,71 @@ class AutoscaleRule:
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetScope:
+    """What a budget counts: `account`, `group`, `servers` (a selector) or `k8sgpu` (a cluster)."""
+
+    kind: Literal["account", "group", "servers", "k8sgpu"]
+    group: str | None = None
+    servers: ServerSelector | None = None
+    cluster: str | None = None
+
+    def describe(self) -> str:
+        """Return the scope in words, e.g. `group eg1` or `servers notes=*batch*`."""
+        if self.kind == "group":
+            return f"group {self.group}"
+        if self.kind == "servers":
+            assert self.servers is not None
+            return f"servers {self.servers.describe()}"
+        if self.kind == "k8sgpu":
+            return f"k8sgpu cluster {self.cluster}"
+        return "account"
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStep:
+    """One graded enforcement step of a budget, at `at` percent of the cap."""
+
+    index: int
+    at: float
+    kind: Literal["block_scale_up", "power_off", "delete_gpu_pods"]
+    mode: Mode = Mode.DRY_RUN
+    servers: ServerSelector | None = None  # power_off
+    cluster: str | None = None  # delete_gpu_pods
+    keep: int = 0  # delete_gpu_pods
+    max_per_hour: int = 5
+    approval_timeout_s: float | None = None  # None: no approval needed
+    on_timeout: Literal["cancel", "proceed"] = "cancel"
+
+    @property
+    def label(self) -> str:
+        """Return the step's name in metrics and logs, e.g. `2:power_off`."""
+        return f"{self.index}:{self.kind}"
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetRule:
+    """A compiled `budget:` rule: its scope, monthly cap in EUR, warnings and steps."""
+
+    name: str
+    file: str
+    line: int
+    scope: BudgetScope
+    cap: float
+    warn_at: tuple[float, ...] = (80.0, 100.0)
+    to: tuple[str, ...] = ()
+    steps: tuple[BudgetStep, ...] = ()
+    mode: Mode = Mode.ENFORCE
+    enabled: bool = True
+    description: str = ""
+    max_bill_age_s: float = 3 * 3600.0
+
+    @property
+    def where(self) -> str:
+        """Return `file:line` of the rule's definition."""
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True, slots=True)
 class RuleSet:
     """Every rule loaded from the rule files, in load order, and the guard if one was given."""
 
@@ -130,10 +195,12 @@ class RuleSet:
     guard: GuardSpec | None = None
     files: tuple[str, ...] = ()
     autoscale: tuple[AutoscaleRule, ...] = ()
+    budgets: tuple[BudgetRule, ...] = ()
 
     def __len__(self) -> int:
         events = sum(1 for rule in self.rules if rule.enabled)
-        return events + sum(1 for rule in self.autoscale if rule.enabled)
+        scalers = sum(1 for rule in self.autoscale if rule.enabled)
+        return events + scalers + sum(1 for rule in self.budgets if rule.enabled)
 
     @property
     def guard_in_force(self) -> GuardSpec:

@@ -24,6 +24,9 @@ from daemon.engine.engine import (
     DEFAULT_GUARD,
     ActionStep,
     AutoscaleRule,
+    BudgetRule,
+    BudgetScope,
+    BudgetStep,
     CompiledRule,
     FirstSeen,
     GuardSpec,
@@ -35,6 +38,7 @@ from daemon.engine.match import MISSING, compile_match, value_getter
 from daemon.engine.schema import (
     MAX_WHEN_CHARS,
     AutoscaleRuleModel,
+    BudgetRuleModel,
     GuardModel,
     RuleFileModel,
     RuleModel,
@@ -473,6 +477,7 @@ class _Loading:
     guard_at: str = ""
     files: list[str] = field(default_factory=list)
     autoscale: list[AutoscaleRule] = field(default_factory=list)
+    budgets: list[BudgetRule] = field(default_factory=list)
     # Risky actions on providers without snapshots, checked once the guard is known.
     unsnapshotted: list[_Unsnapshotted] = field(default_factory=list)
 
@@ -515,7 +520,13 @@ def _load(
                     "`snapshot: none` to act without one",
                 )
             )
-    rules = RuleSet(tuple(state.rules), state.guard, tuple(state.files), tuple(state.autoscale))
+    rules = RuleSet(
+        tuple(state.rules),
+        state.guard,
+        tuple(state.files),
+        tuple(state.autoscale),
+        tuple(state.budgets),
+    )
     return rules, state.problems
 
 
@@ -573,6 +584,11 @@ def _load_document(doc: _Document, state: _Loading, found: list[Problem]) -> Non
             scaler = _load_autoscale(doc, index, raw, state, found)
             if scaler is not None:
                 state.autoscale.append(scaler)
+            continue
+        if isinstance(raw, dict) and "budget" in raw:
+            budget = _load_budget(doc, index, raw, state, found)
+            if budget is not None:
+                state.budgets.append(budget)
             continue
         rule = _load_rule(doc, index, raw, state, found)
         if rule is not None:
@@ -678,6 +694,64 @@ def _load_autoscale(
         description=model.description or "",
         snapshot=body.snapshot,
         to=tuple(body.to),
+    )
+
+
+def _load_budget(
+    doc: _Document, index: int, raw: dict[str, Any], state: _Loading, found: list[Problem]
+) -> BudgetRule | None:
+    at: tuple[str | int, ...] = ("rules", index)
+    _check_name(doc, at, raw, state, found)
+    try:
+        model = BudgetRuleModel.model_validate(raw)
+    except ValidationError as exc:
+        found.extend(_errors(doc, exc, at))
+        return None
+    body = model.budget
+    scope = body.scope
+    if scope.account:
+        compiled = BudgetScope("account")
+    elif scope.group is not None:
+        compiled = BudgetScope("group", group=scope.group)
+    elif scope.servers is not None:
+        compiled = BudgetScope("servers", servers=ServerSelector.of(scope.servers.model_dump()))
+    else:
+        compiled = BudgetScope("k8sgpu", cluster=scope.k8sgpu_cluster)
+    steps: list[BudgetStep] = []
+    for number, step in enumerate(body.enforce):
+        common: dict[str, Any] = {
+            "index": number,
+            "at": step.at,
+            # A dry-run rule runs every step dry; an enforcing rule leaves it to each step.
+            "mode": Mode.DRY_RUN if model.mode == "dry_run" else Mode(step.mode),
+            "max_per_hour": step.max_per_hour,
+        }
+        if step.approval is not None:
+            common["approval_timeout_s"] = step.approval.timeout
+            common["on_timeout"] = step.approval.on_timeout
+        if step.power_off is not None:
+            selector = ServerSelector.of(step.power_off.servers.model_dump())
+            steps.append(BudgetStep(kind="power_off", servers=selector, **common))
+        elif step.delete_gpu_pods is not None:
+            pods = step.delete_gpu_pods
+            steps.append(
+                BudgetStep(kind="delete_gpu_pods", cluster=pods.cluster, keep=pods.keep, **common)
+            )
+        else:
+            steps.append(BudgetStep(kind="block_scale_up", **common))
+    return BudgetRule(
+        name=model.name,
+        file=doc.name,
+        line=doc.line_of(at),
+        scope=compiled,
+        cap=body.cap,
+        warn_at=tuple(sorted(body.warn_at)),
+        to=tuple(body.to),
+        steps=tuple(sorted(steps, key=lambda s: (s.at, s.index))),
+        mode=Mode(model.mode),
+        enabled=model.enabled,
+        description=model.description or "",
+        max_bill_age_s=body.max_bill_age,
     )
 
 

@@ -250,6 +250,126 @@ class AutoscaleRuleModel(_Strict):
     autoscale: AutoscaleModel
 
 
+class BudgetScopeModel(_Strict):
+    """What a budget counts: the account, a group, a server selector or a GPU cluster (one)."""
+
+    model_config = ConfigDict(title="BudgetScope")
+
+    account: Literal[True] | None = None
+    group: Annotated[StrictStr, Field(min_length=1)] | None = None
+    servers: ServerSelectorModel | None = None
+    k8sgpu_cluster: Annotated[StrictStr, Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> BudgetScopeModel:
+        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of account: true, group, servers, k8sgpu_cluster"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+
+class PowerOffStepModel(_Strict):
+    """Power off the Seeweb servers a selector names (through the guard: snapshot first)."""
+
+    model_config = ConfigDict(title="BudgetPowerOff")
+
+    servers: ServerSelectorModel
+
+    @model_validator(mode="after")
+    def _narrow(self) -> PowerOffStepModel:
+        if not self.servers.model_dump(exclude_none=True):
+            raise ValueError("servers must name at least one field: an empty selector takes all")
+        return self
+
+
+class DeleteGpuPodsModel(_Strict):
+    """Delete a cluster's online GPU pods, newest first, keeping `keep` of them."""
+
+    model_config = ConfigDict(title="BudgetDeleteGpuPods")
+
+    cluster: Annotated[StrictStr, Field(min_length=1)]
+    keep: Annotated[StrictInt, Field(ge=0)] = 0
+
+
+class ApprovalModel(_Strict):
+    """Wait for `cloudpilot approve ID` before acting; after `timeout`, cancel or proceed."""
+
+    model_config = ConfigDict(title="BudgetApproval")
+
+    timeout: Duration = 4 * 3600.0
+    on_timeout: Literal["cancel", "proceed"] = "cancel"
+
+
+BudgetPercent = Annotated[float, Field(gt=0, le=1000)]
+
+
+class EnforceStepModel(_Strict):
+    """One graded step: at `at` percent of the cap, do one thing (dry run unless told)."""
+
+    model_config = ConfigDict(title="BudgetEnforceStep")
+
+    at: BudgetPercent
+    block_scale_up: Literal[True] | None = None
+    power_off: PowerOffStepModel | None = None
+    delete_gpu_pods: DeleteGpuPodsModel | None = None
+    mode: Literal["enforce", "dry_run"] = "dry_run"
+    approval: ApprovalModel | None = None
+    max_per_hour: Annotated[StrictInt, Field(ge=1)] = 5
+
+    @model_validator(mode="after")
+    def _one(self) -> EnforceStepModel:
+        given = [
+            name
+            for name in ("block_scale_up", "power_off", "delete_gpu_pods")
+            if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of block_scale_up: true, power_off, delete_gpu_pods"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if self.block_scale_up and self.approval is not None:
+            raise ValueError("block_scale_up takes no approval: it only says no to scale-ups")
+        return self
+
+
+class BudgetModel(_Strict):
+    """A monthly cap in EUR on a scope: warnings on actual and forecast spend, graded steps."""
+
+    model_config = ConfigDict(title="Budget")
+
+    scope: BudgetScopeModel
+    cap: Annotated[float, Field(gt=0)]
+    warn_at: list[BudgetPercent] = Field(default_factory=lambda: [80.0, 100.0])
+    to: list[Annotated[StrictStr, Field(min_length=1)]] = Field(default_factory=list)
+    enforce: list[EnforceStepModel] = Field(default_factory=list)
+    max_bill_age: Duration = Field(
+        default=3 * 3600.0,
+        description="Enforce only on a bill read no longer ago than this.",
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> BudgetModel:
+        if len(set(self.warn_at)) != len(self.warn_at):
+            raise ValueError("warn_at lists a percentage twice")
+        return self
+
+
+class BudgetRuleModel(_Strict):
+    """A budget rule: a name, a mode (dry_run forces every step to dry run) and the body."""
+
+    model_config = ConfigDict(title="BudgetRule")
+
+    name: Annotated[StrictStr, Field(pattern=NAME_PATTERN, max_length=100)]
+    description: StrictStr | None = None
+    enabled: StrictBool = True
+    mode: Literal["enforce", "dry_run"] = "enforce"
+    budget: BudgetModel
+
+
 class RuleModel(_Strict):
     """One event rule: which events, which conditions, and what to do."""
 
@@ -279,5 +399,5 @@ class RuleFileModel(_Strict):
 
     model_config = ConfigDict(title="Cloudpilot rule file")
 
-    rules: list[RuleModel | AutoscaleRuleModel]
+    rules: list[RuleModel | AutoscaleRuleModel | BudgetRuleModel]
     guard: GuardModel | None = None

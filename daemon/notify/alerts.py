@@ -127,6 +127,13 @@ def unknown_routes(rules: RuleSet, routes: Collection[str]) -> list[str]:
                     f"{scaler.where}: {scaler.name}.autoscale.to: "
                     f"unknown route {route!r} (known: {known})"
                 )
+    for budget in rules.budgets:
+        for route in budget.to:
+            if route not in routes:
+                problems.append(
+                    f"{budget.where}: {budget.name}.budget.to: "
+                    f"unknown route {route!r} (known: {known})"
+                )
     guard = rules.guard_in_force
     for route in guard.to:
         if route not in routes:

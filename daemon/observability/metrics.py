@@ -233,6 +233,52 @@ class Metrics:
             registry=registry,
         )
 
+        # Budgets.
+        self.budget_spend = Gauge(
+            "cloudpilot_budget_spend_euros",
+            "A budget's spend this month: billed, estimated (billed plus the use since the "
+            "bill) and forecast to month end.",
+            ["budget", "kind"],
+            registry=registry,
+        )
+        self.budget_cap = Gauge(
+            "cloudpilot_budget_cap_euros",
+            "A budget's monthly cap.",
+            ["budget"],
+            registry=registry,
+        )
+        self.budget_ratio = Gauge(
+            "cloudpilot_budget_ratio",
+            "A budget's estimated month-to-date spend divided by its cap.",
+            ["budget"],
+            registry=registry,
+        )
+        self.budget_burn = Gauge(
+            "cloudpilot_budget_burn_rate_euros_per_hour",
+            "What a budget's scope costs per hour now, as the estimate counts it.",
+            ["budget"],
+            registry=registry,
+        )
+        self.budget_estimate_error = Gauge(
+            "cloudpilot_budget_estimate_error_euros",
+            "At the last bill: the estimate for the hours it newly covered minus their bill.",
+            ["budget"],
+            registry=registry,
+        )
+        self.budget_warnings = Counter(
+            "cloudpilot_budget_warnings_total",
+            "Budget warnings sent, on actual or forecast spend.",
+            ["budget", "kind"],
+            registry=registry,
+        )
+        self.budget_enforcements = Counter(
+            "cloudpilot_budget_enforcements_total",
+            "Budget enforcement decisions by step and outcome (decided, dry_run, denied, "
+            "would_deny, limited, approval_requested, approved, rejected, expired, proceeded).",
+            ["budget", "step", "outcome"],
+            registry=registry,
+        )
+
     def observe_request(self, provider: str, endpoint: str, code: str, seconds: float) -> None:
         """Count one provider API request (the providers' `observer` hook)."""
         self.api_requests.labels(provider, endpoint, code).inc()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import Any
 
 from daemon.facts import ServerFact
 
@@ -27,10 +28,10 @@ class ServerSelector:
             chosen.append((name, (value,) if isinstance(value, str) else tuple(value)))
         return cls(tuple(chosen))
 
-    def matches(self, server: ServerFact) -> bool:
-        """Return whether the server is selected."""
+    def matches(self, server: ServerFact | Any) -> bool:
+        """Return whether the server (or a bill row with the same fields) is selected."""
         for name, patterns in self.globs:
-            value = getattr(server, name)
+            value = getattr(server, name, None)
             if value is None or not any(fnmatchcase(value, glob) for glob in patterns):
                 return False
         return True

@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     plan = commands.add_parser(
-        "plan", help="read the cloud once and print what autoscale would do; change nothing"
+        "plan",
+        help="read the cloud once and print what autoscale and budgets would do; change nothing",
     )
     plan.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="the TOML config")
 

@@ -1,69 +1,116 @@
-"""`cloudpilot plan`: read the cloud once and say what autoscale would do, changing nothing."""
+"""`cloudpilot plan`: read the cloud once and say what autoscale and budgets would do."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TextIO
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TextIO, cast
 
 import aiohttp
+import structlog
 from prometheus_client import CollectorRegistry
+from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 from daemon.actions import action_params_models
 from daemon.app import build_clients
 from daemon.clock import Clock
 from daemon.config import Config
-from daemon.engine import load_rules
+from daemon.engine import RuleSet, load_rules
+from daemon.engine.engine import BudgetRule, BudgetStep
 from daemon.facts import Facts
+from daemon.models import Mode
 from daemon.observability.logging import get_logger
 from daemon.observability.metrics import Metrics
 from daemon.policies.autoscale import AutoscalePolicy
+from daemon.policies.budget import BudgetPolicy, BudgetView, StepView
+from daemon.providers.errors import ProviderError
 from daemon.sources.base import Source
+from daemon.sources.billing import BillingSource
 from daemon.sources.glesys import GlesysSource
+from daemon.sources.k8sgpu import K8sGpuSource
 from daemon.sources.metrics import MetricsSource
 from daemon.state import SqliteStore
+from daemon.state.store import LedgerEntry
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+# As many as the daemon reads at start, so plan leaves out what the daemon would.
+BUDGET_LEDGER_LIMIT = 1000
+# What a budget source's failure means for the budgets, in the error line plan prints.
+_BUDGET_SOURCES = {
+    "k8sgpu": "the GPU pods could not be read, so budgets count none of them",
+    "billing": "the bill could not be read, so no budget has a spend",
+}
+# Plan discards what budgets decide: log lines saying a warning went out or a step acted would
+# mislead. Other lines (a server whose power could not be read) still go out.
+_DISCARDED_EVENTS = frozenset({"budget_warning", "budget_enforcement", "budget_approval_requested"})
 
 
 async def run_plan(config: Config, *, clock: Clock, out: TextIO) -> int:
-    """Poll the CPU sources once, evaluate the autoscale rules, print verdicts and open work."""
+    """Poll the sources once; print autoscale verdicts, budgets and open work; return 0 or 1."""
     rules = load_rules(config.rule_paths, action_params_models())
     metrics = Metrics(CollectorRegistry())
     facts = Facts()
-    policy = AutoscalePolicy(facts=facts, metrics=metrics)
+    budgets = BudgetPolicy(
+        facts=facts,
+        metrics=metrics,
+        log=_without_decisions(),
+        plans=lambda: policy.plans,
+        gpu_prices=config.model.budget.gpu_prices,
+    )
+    budgets.replace_rules(rules)
+    policy = AutoscalePolicy(facts=facts, metrics=metrics, budget=budgets)
     policy.replace_rules(rules)
     log = get_logger()
+    failed = False
     async with aiohttp.ClientSession(raise_for_status=False) as session:
         clients = build_clients(config, session, clock=clock, log=log, metrics=metrics)
+        seeweb = clients.seeweb
         sources: list[Source] = []
-        if clients.seeweb is not None:
+        if seeweb is not None:
             assert config.model.seeweb is not None
             sources.append(
                 MetricsSource(
-                    clients.seeweb,
+                    seeweb,
                     facts=facts,
                     clock=clock,
                     metrics=metrics,
                     servers=config.model.seeweb.watch,
                 )
             )
-            if policy.wants_plans:
-                policy.plans = await clients.seeweb.list_plans()
+        if budgets.active and clients.k8sgpu is not None:
+            sources.append(K8sGpuSource(clients.k8sgpu, facts=facts, clock=clock, metrics=metrics))
+        if budgets.active and seeweb is not None:
+            sources.append(
+                BillingSource(
+                    seeweb, k8sgpu=clients.k8sgpu, facts=facts, clock=clock, metrics=metrics
+                )
+            )
         if clients.glesys is not None:
             sources.append(GlesysSource(clients.glesys, facts=facts, clock=clock, metrics=metrics))
         for source in sources:
-            await source.poll(None)
-            scaled = policy.evaluate(source.name, clock.now())
-            for decision in scaled.decisions:
-                kind = "resize" if decision.action == "set_cores" else "recommend"
-                event = decision.event
-                data = event.data if event is not None else {}
-                line = f"{kind} {decision.rule} {data.get('server')}: "
-                line += f"{data.get('current_cores')} -> {data.get('target_cores')} cores"
-                if data.get("plan"):
-                    line += f" ({data['current_plan']} -> {data['plan']}, "
-                    price = data.get("price_difference_euros")
-                    line += "price unknown)" if price is None else f"{price:+.2f} EUR/month)"
-                mode = "" if decision.mode.value == "enforce" else " [dry_run]"
-                print(f"{line}{mode}: {data.get('reason')}", file=out)
+            try:
+                await source.poll(None)
+            except ProviderError as exc:
+                # The CPU sources' failures end the plan, as they always did (the CLI says why).
+                if source.name not in _BUDGET_SOURCES:
+                    raise
+                print(f"error: {_BUDGET_SOURCES[source.name]}: {exc}", file=out)
+                failed = True
+                continue
+            facts.polled_at[source.name] = clock.now()
+        if seeweb is not None and (policy.wants_plans or budgets.active):
+            policy.plans = await seeweb.list_plans()
+        # A missing database means the daemon never ran here: nothing is pending or done.
+        pending = await _read_state(config, clock, budgets, rules)
+        if budgets.active and seeweb is not None:
+            await budgets.refresh_power(seeweb)
+    # Budgets first, as in the daemon: the autoscale policy asks them before it scales up.
+    # What they decide is discarded: nothing is recorded, sent or carried out.
+    now = clock.now()
+    budgets.evaluate(now)
+    for source in sources:
+        _print_scaled(policy, source.name, now, out)
     for verdict in sorted(policy.verdicts.values(), key=lambda v: (v.rule, v.server)):
         if not verdict.verdict.resize:
             print(
@@ -73,24 +120,120 @@ async def run_plan(config: Config, *, clock: Clock, out: TextIO) -> int:
             )
     if not rules.autoscale:
         print("no autoscale rules", file=out)
-    # A missing database means the daemon never ran here: nothing is pending.
-    if config.state_path.exists():
-        await _print_open(config.state_path, clock, out)
-    return 0
-
-
-async def _print_open(path: Path, clock: Clock, out: TextIO) -> None:
-    """List the decisions the daemon has recorded but not finished (pending in the ledger)."""
-    store = SqliteStore(path, clock=clock)
-    await store.open()
-    try:
-        entries = await store.open_entries()
-    finally:
-        await store.close()
-    for entry in entries:
+    for rule in rules.budgets:
+        view = budgets.views.get(rule.name)
+        if view is None:
+            print(f"budget {rule.name} ({rule.scope.describe()}): disabled", file=out)
+        else:
+            _print_budget(rule, view, out)
+    for entry in pending:
         decision = entry.decision
         print(
             f"pending {decision.rule} {decision.action} ({entry.state.value} since "
             f"{entry.updated_at.isoformat()}): {decision.key}",
             file=out,
         )
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _print_scaled(policy: AutoscalePolicy, source: str, now: datetime, out: TextIO) -> None:
+    """Print the resizes and recommendations the autoscale rules make on a source's facts."""
+    for decision in policy.evaluate(source, now).decisions:
+        kind = "resize" if decision.action == "set_cores" else "recommend"
+        event = decision.event
+        data = event.data if event is not None else {}
+        line = f"{kind} {decision.rule} {data.get('server')}: "
+        line += f"{data.get('current_cores')} -> {data.get('target_cores')} cores"
+        if data.get("plan"):
+            line += f" ({data['current_plan']} -> {data['plan']}, "
+            price = data.get("price_difference_euros")
+            line += "price unknown)" if price is None else f"{price:+.2f} EUR/month)"
+        mode = "" if decision.mode.value == "enforce" else " [dry_run]"
+        print(f"{line}{mode}: {data.get('reason')}", file=out)
+
+
+def _print_budget(rule: BudgetRule, view: BudgetView, out: TextIO) -> None:
+    """Print a budget's spend and, per step, whether it is in force and what it would touch."""
+    head = f"budget {rule.name} ({view.scope}): "
+    spend = view.spend
+    if spend is None:
+        print(f"{head}cap {rule.cap:g} EUR; {view.note}", file=out)
+        return
+    print(
+        f"{head}{spend.estimated:.2f} EUR spent of {rule.cap:g} ({spend.percent(rule.cap):.0f}%), "
+        f"billed {spend.billed:.2f} up to {spend.billed_until.isoformat()}; "
+        f"forecast {spend.forecast:.2f} EUR ({spend.forecast_percent(rule.cap):.0f}%); "
+        f"burning {spend.rate:.3f} EUR/h",
+        file=out,
+    )
+    if spend.unpriced:
+        print(f"  unpriced, counted as free: {', '.join(spend.unpriced)}", file=out)
+    if view.note:
+        print(f"  {view.note}", file=out)
+    for step in view.steps:
+        print(
+            f"  step {step.step.label} at {step.step.at:g}% [{_mode(step.step)}]: {_state(step)}",
+            file=out,
+        )
+
+
+def _mode(step: BudgetStep) -> str:
+    """Return how a step acts: its mode, and the approval it waits for."""
+    if step.approval_timeout_s is None or step.mode is Mode.DRY_RUN:
+        return step.mode.value  # a step in dry run asks no one
+    return f"enforce, approval within {step.approval_timeout_s / 3600:g} h, else {step.on_timeout}"
+
+
+def _state(view: StepView) -> str:
+    """Return whether a step is in force and, if so, what it would do now."""
+    if not view.in_force:
+        return f"not in force: {view.note}"
+    step = view.step
+    if step.kind == "block_scale_up" and step.mode is Mode.DRY_RUN:
+        return (
+            "in force (dry run): scale-ups in the budget's scope go ahead, "
+            "logged as budget_would_deny"
+        )
+    if step.kind == "block_scale_up" or not view.targets:
+        return f"in force: {view.note or 'nothing left to touch this month'}"
+    if step.mode is Mode.DRY_RUN:
+        state, verb = "in force (dry run: recorded and logged, not done)", "would"
+    elif step.approval_timeout_s is not None:
+        state, verb = "in force", "would ask approval to"
+    else:
+        state, verb = "in force", "would"
+    said = "; ".join(f"{verb} {target}" for target in view.targets)
+    return f"{state}: {said}" + (f" ({view.note})" if view.note else "")
+
+
+async def _read_state(
+    config: Config, clock: Clock, budgets: BudgetPolicy, rules: RuleSet
+) -> list[LedgerEntry]:
+    """Teach the budgets what the daemon did this month; return its unfinished decisions."""
+    if not config.state_path.exists():
+        return []
+    store = SqliteStore(config.state_path, clock=clock)
+    await store.open()
+    try:
+        if budgets.active:
+            entries: list[LedgerEntry] = []
+            for rule in rules.budgets:
+                entries += await store.ledger(rule=rule.name, limit=BUDGET_LEDGER_LIMIT)
+            await budgets.remember(store, entries, clock.now())
+        return await store.open_entries()
+    finally:
+        await store.close()
+
+
+def _drop_decisions(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    if event_dict.get("event") in _DISCARDED_EVENTS:
+        raise structlog.DropEvent
+    return event_dict
+
+
+def _without_decisions() -> FilteringBoundLogger:
+    """Return a logger like the configured one that leaves out the budgets' decision lines."""
+    processors: Sequence[Processor] = structlog.get_config()["processors"]
+    return cast(
+        FilteringBoundLogger, structlog.wrap_logger(None, processors=[_drop_decisions, *processors])
+    )

@@ -355,6 +355,21 @@ class BudgetModel(_Strict):
     def _distinct(self) -> BudgetModel:
         if len(set(self.warn_at)) != len(self.warn_at):
             raise ValueError("warn_at lists a percentage twice")
+        cluster = self.scope.k8sgpu_cluster
+        for step in self.enforce:
+            pods = step.delete_gpu_pods
+            if pods is None:
+                continue
+            if cluster is None and not self.scope.account:
+                raise ValueError(
+                    "delete_gpu_pods needs an account or k8sgpu_cluster scope: "
+                    "a group or servers budget counts no GPU pods"
+                )
+            if cluster is not None and pods.cluster != cluster:
+                raise ValueError(
+                    f"delete_gpu_pods names cluster {pods.cluster!r}, but the budget counts "
+                    f"cluster {cluster!r}"
+                )
         return self
 
 

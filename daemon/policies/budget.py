@@ -509,11 +509,13 @@ class BudgetPolicy:
         percent = spend.percent(rule.cap)
         if percent < step.at:
             return StepView(step, False, note=f"spend is at {percent:.0f}%, under {step.at:g}%")
-        if step.kind == "block_scale_up":
-            return StepView(step, True, note="scale-ups in the budget's scope are refused")
         why = self._unusable(rule, spend, now)
         if why is not None:
             return StepView(step, True, note=why)
+        if step.kind == "block_scale_up":
+            if step.mode is Mode.DRY_RUN:
+                return StepView(step, True, note="dry run: scale-ups go ahead, logged as denied")
+            return StepView(step, True, note="scale-ups in the budget's scope are refused")
         hour = [at for at in self._acted.get((rule.name, step.label), []) if now - at < HOUR]
         self._acted[(rule.name, step.label)] = hour
         targets = self._targets(rule, step)

@@ -226,6 +226,22 @@ def test_warn_at_may_not_repeat_a_percentage(tmp_path: Path) -> None:
     assert lines == ["rules.yaml:3: rules[0].budget: warn_at lists a percentage twice"]
 
 
+def test_gpu_pods_are_deleted_only_by_a_budget_that_counts_them(tmp_path: Path) -> None:
+    step = "      enforce:\n        - {at: 100, delete_gpu_pods: {cluster: c1}}\n"
+    group = error_lines(tmp_path, "      scope: {group: eg1}\n      cap: 10\n" + step)
+    other = error_lines(tmp_path, "      scope: {k8sgpu_cluster: c2}\n      cap: 10\n" + step)
+    fine = error_lines(tmp_path, "      scope: {k8sgpu_cluster: c1}\n      cap: 10\n" + step)
+    assert group == [
+        "rules.yaml:3: rules[0].budget: delete_gpu_pods needs an account or k8sgpu_cluster "
+        "scope: a group or servers budget counts no GPU pods"
+    ]
+    assert other == [
+        "rules.yaml:3: rules[0].budget: delete_gpu_pods names cluster 'c1', but the budget "
+        "counts cluster 'c2'"
+    ]
+    assert fine == []
+
+
 def test_an_unknown_key_inside_budget_is_named(tmp_path: Path) -> None:
     lines = error_lines(
         tmp_path, "      scope: {account: true}\n      cap: 10\n      currency: USD\n"

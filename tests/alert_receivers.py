@@ -16,7 +16,7 @@ import json
 import shutil
 import ssl
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -347,3 +347,13 @@ def alertmanager_process(tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(name="hook")
+async def hook_fixture() -> AsyncIterator[HttpReceiver]:
+    """Yield a webhook receiver that accepts everything with 204 (tests name it `hook`)."""
+    receiver = await HttpReceiver(Answer(204)).start()
+    try:
+        yield receiver
+    finally:
+        await receiver.close()

@@ -8,12 +8,10 @@ every source once, delivers what was queued to a webhook receiver and lets actio
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from alert_receivers import Answer, HttpReceiver
+from alert_receivers import HttpReceiver, hook_fixture  # noqa: F401
 from conftest import SimFactory, SimHandle, linked_daemon
 
 from daemon.app import Daemon
@@ -33,15 +31,6 @@ rules:
 {steps}"""
 EXPENDABLE = {"ec600003", "ec600004"}
 SERVERS = {"ec600001", "ec600002", "ec600003", "ec600004", "ec600005"}
-
-
-@pytest.fixture
-async def hook() -> AsyncIterator[HttpReceiver]:
-    receiver = await HttpReceiver(Answer(204)).start()
-    try:
-        yield receiver
-    finally:
-        await receiver.close()
 
 
 async def overrun(

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from alert_receivers import Answer, HttpReceiver
+from alert_receivers import HttpReceiver, hook_fixture  # noqa: F401
 from conftest import SimFactory, SimHandle, linked_daemon
 from prometheus_client import CollectorRegistry
 
@@ -37,15 +36,6 @@ rules:
         - {{at: 100, block_scale_up: true}}
         - {{at: 105, power_off: {{servers: {{notes: "*expendable*"}}}}, mode: {mode}}}
 """
-
-
-@pytest.fixture
-async def hook() -> AsyncIterator[HttpReceiver]:
-    receiver = await HttpReceiver(Answer(204)).start()
-    try:
-        yield receiver
-    finally:
-        await receiver.close()
 
 
 async def overrun(

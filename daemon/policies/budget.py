@@ -18,6 +18,7 @@ restart repeats nothing, and the per-hour limit is rebuilt from the ledger's tim
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -290,7 +291,8 @@ class BudgetPolicy:
             alert = f"{record.rule}/{record.month}/approve/{ident}"
             if state == "approved" and rule is not None:
                 self._act(rule, record, "approved", now, out)
-                out.records.append(_with_state(record, "acted", now))
+                acted = {**record.data, "state": "acted"}
+                out.records.append(dataclasses.replace(record, updated_at=now, data=acted))
             elif state == "waiting" and now >= _time(record.data.get("expires_at"), now):
                 then = "proceeded" if record.data.get("on_timeout") == "proceed" else "expired"
                 data = {**record.data, "state": then, "decided_at": now.isoformat()}
@@ -518,7 +520,7 @@ class BudgetPolicy:
             return StepView(step, True, note="scale-ups in the budget's scope are refused")
         hour = [at for at in self._acted.get((rule.name, step.label), []) if now - at < HOUR]
         self._acted[(rule.name, step.label)] = hour
-        targets = self._targets(rule, step)
+        targets = self._targets(rule, step, spend.month)
         room = max(0, step.max_per_hour - len(hour))
         chosen, later = targets[:room], targets[room:]
         for target in chosen:
@@ -533,9 +535,8 @@ class BudgetPolicy:
         note = f"{len(later)} more wait for max_per_hour ({step.max_per_hour})" if later else ""
         return StepView(step, True, tuple(t.about for t in chosen), note)
 
-    def _targets(self, rule: BudgetRule, step: BudgetStep) -> list[_Target]:
+    def _targets(self, rule: BudgetRule, step: BudgetStep, month: str) -> list[_Target]:
         """Return what the step would act on, in order, leaving out what it already did."""
-        month = month_of(self._evaluated_at or datetime.now(UTC))
         waiting = {str(r.data.get("decision_key")) for r in self._waiting.values()}
 
         def fresh(target: _Target) -> bool:
@@ -751,12 +752,6 @@ def _parse_key(key: str) -> tuple[str, str, str] | None:
     if len(parts) != 5 or parts[3] not in ("power_off", "delete_pod") or ":" not in parts[2]:
         return None
     return parts[0], parts[1], parts[2]
-
-
-def _with_state(record: BudgetRecord, state: str, now: datetime) -> BudgetRecord:
-    return BudgetRecord(
-        record.rule, record.scope, record.month, now, {**record.data, "state": state}
-    )
 
 
 def _time(text: object, default: datetime) -> datetime:

@@ -84,7 +84,19 @@ def _parser() -> argparse.ArgumentParser:
     approve.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="the TOML config")
 
     commands.add_parser("schema", help="print the JSON Schema of rule files")
-    commands.add_parser("demo", help="a narrated tour of the embedded simulator")
+    demo = commands.add_parser(
+        "demo", help="the daemon and the shipped rules against the simulator, narrated"
+    )
+    demo.add_argument(
+        "--speed",
+        type=float,
+        default=None,
+        help="simulated seconds per real second (default 180: three hours in about a minute)",
+    )
+    demo.add_argument(
+        "--state-dir", type=Path, default=None, help="where to keep the state and logs (kept)"
+    )
+    demo.add_argument("--rules", type=Path, default=None, help="rule files to run instead")
     return parser
 
 
@@ -106,10 +118,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "schema":
         return _schema()
     if args.command == "demo":
-        from daemon.demo import run_demo
-
-        return asyncio.run(run_demo())
+        return _demo(args)
     return EXIT_USAGE
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from daemon.demo import DEFAULT_SPEED, EXIT_INTERRUPTED, run_demo
+
+    speed = DEFAULT_SPEED if args.speed is None else args.speed
+    if speed <= 0:
+        print("cloudpilot demo: --speed must be more than 0", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return asyncio.run(run_demo(speed=speed, workdir=args.state_dir, rules=args.rules))
+    except KeyboardInterrupt:
+        print("\nDemo interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _simulator(args: argparse.Namespace) -> int:

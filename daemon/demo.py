@@ -1,178 +1,405 @@
-"""`cloudpilot demo`: a narrated tour of the embedded cloud through Cloudpilot's own clients.
+"""`cloudpilot demo`: the daemon with the shipped rules against the simulated cloud, narrated.
 
-It starts the simulator with its default world in process, on a free loopback port, and walks
-through what the daemon will watch and do: servers and their CPU, failed actions found by paging,
-the snapshot that blocks a risky action until it completes, a Glesys core change in place, GPU
-pods, and the bill against the true spend. Simulated time moves only when the tour moves it.
+The simulator serves the `demo` scenario on a free loopback port; the daemon runs in process with
+the shipped rule files, a webhook receiver standing in for on-call's pager, and a clock linked to
+the simulator's. Each step moves simulated time one minute on, polls every source once, lets
+actions finish and notifications go out, then tells what happened, one line per event, as seen
+from outside: what the receiver got, what the ledger holds, what the provider was asked. Real
+time only paces the story (`speed` simulated seconds per real second).
 """
 
 from __future__ import annotations
 
+import asyncio
+import io
+import sys
+import tempfile
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry
 
-from daemon.clock import SystemClock
-from daemon.providers.base import ClientSettings, Secret
-from daemon.providers.errors import ConflictError
-from daemon.providers.glesys import GlesysClient
-from daemon.providers.k8sgpu import K8sGpuClient
-from daemon.providers.pagination import new_actions
-from daemon.providers.seeweb import SeewebClient
+import daemon
+from daemon.actions.runner import EXEC_RULE
+from daemon.app import Daemon
+from daemon.config import load_config
+from daemon.engine import RuleSet
+from daemon.errors import ConfigError
+from daemon.exec import run_exec
+from daemon.net import Listen
+from daemon.observability.logging import configure_logging
 from daemon.simulator.app import Simulation
-from daemon.simulator.demand import Constant
-from daemon.simulator.scenario import load_scenario_file
-from daemon.simulator.serve import Listen, start
-from daemon.simulator.world import month_bounds
+from daemon.simulator.linked import LinkedClock
+from daemon.simulator.scenario import load_shipped_scenario
+from daemon.simulator.serve import start, write_config
+from daemon.state.store import LedgerEntry, LedgerState
+
+STEP_S = 60.0
+DURATION_S = 3 * 3600.0
+DEFAULT_SPEED = 180.0  # three simulated hours in about a minute
+# When the operator runs a risky action by hand, in simulated seconds after the start.
+EXEC_AT_S = 100 * 60.0
+EXEC_SERVER = "ec200005"
+ROUTES = ("oncall", "security")
+# The scenario's GPU prices, for the budget's burn estimate (`[budget] gpu_prices`).
+GPU_PRICES = {
+    "seeweb-nvidia-1xa6000": 1.60,
+    "seeweb-nvidia-1xl4": 0.50,
+    "seeweb-nvidia-1xa100": 2.20,
+}
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_CONFIG = 78
+EXIT_INTERRUPTED = 130
+
+Write = Callable[[str], object]
 
 
-class Narrator:
-    """Print one readable line per step."""
+def say_now(line: str) -> None:
+    """Print a line at once, also into a pipe."""
+    print(line, flush=True)
 
-    def __init__(self, write: Callable[[str], object] = print) -> None:
+
+def shipped_rules() -> Path | None:
+    """Return the folder of shipped rule files: a source checkout's, else the installed copy."""
+    for folder in (
+        Path(daemon.__file__).resolve().parent.parent / "rules",
+        Path(sys.prefix) / "share" / "cloudpilot" / "rules",
+    ):
+        if folder.is_dir():
+            return folder
+    return None
+
+
+@dataclass
+class Receiver:
+    """A webhook endpoint per route that keeps what it is sent: on-call's pager, for the demo."""
+
+    received: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """Keep one notification."""
+        self.received.append((request.match_info["route"], await request.json()))
+        return web.Response(status=204)
+
+    async def start(self) -> tuple[web.AppRunner, str]:
+        """Listen on a free loopback port; return the runner and the base URL."""
+        app = web.Application()
+        app.router.add_post("/{route}", self.handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        return runner, f"http://127.0.0.1:{port}"
+
+
+@dataclass
+class Tally:
+    """What each policy did, for the closing table."""
+
+    paged: int = 0
+    resolved: int = 0
+    warnings: int = 0
+    recommendations: list[str] = field(default_factory=list)
+    cores: dict[str, list[int]] = field(default_factory=dict)
+    snapshots: int = 0
+    guarded: list[str] = field(default_factory=list)
+    dry_runs: list[str] = field(default_factory=list)
+    would_deny: int = 0
+
+
+class Story:
+    """Turn what changed since the last step into one line per event."""
+
+    def __init__(self, write: Write, daemon_: Daemon, sim: Simulation, receiver: Receiver) -> None:
         self._write = write
-        self._step = 0
+        self._daemon = daemon_
+        self._sim = sim
+        self._receiver = receiver
+        self._heard = 0
+        self._requests = 0
+        self._ledger: dict[str, LedgerState] = {}
+        self._steps: set[tuple[str, str]] = set()
+        self._denied = 0.0
+        self.tally = Tally()
 
-    def section(self, title: str) -> None:
-        """Start a new part of the tour."""
-        self._step += 1
-        self._write(f"\n{self._step}. {title}")
+    def say(self, who: str, text: str, at: datetime | None = None) -> None:
+        """Print one line: the simulated time, who acted, and what happened."""
+        when = (at or self._daemon.clock.now()).strftime("%H:%M")
+        self._write(f"{when}  {who:<9}  {text}")
 
-    def say(self, text: str) -> None:
-        """Tell one fact."""
-        self._write(f"   {text}")
+    async def catch_up(self) -> None:
+        """Tell everything that happened since the last call, in a fixed order."""
+        self._notifications()
+        self._budget_steps()
+        await self._ledger_changes()
+        self._denials()
+
+    def _kind(self, rule: str) -> str:
+        rules: RuleSet = self._daemon.engine.rules
+        if any(r.name == rule for r in rules.autoscale):
+            return "autoscale"
+        if any(r.name == rule for r in rules.budgets):
+            return "budget"
+        if rule == EXEC_RULE or rule.startswith("cloudpilot-guard"):
+            return "guard"
+        return "alert"
+
+    def _notifications(self) -> None:
+        for route, body in self._receiver.received[self._heard :]:
+            alert = body["alert"]
+            kind = self._kind(alert["rule"])
+            summary = alert["summary"]
+            if body["status"] == "resolved":
+                if kind == "alert":
+                    self.tally.resolved += 1
+                    self.say(kind, f"resolved on {route}: {summary}")
+                else:
+                    self.say(kind, f"no longer needed, resolved on {route}: {summary}")
+                continue
+            if kind == "budget":
+                self.tally.warnings += 1
+            elif kind == "autoscale":
+                self.tally.recommendations.append(summary)
+            else:
+                self.tally.paged += 1
+            self.say(kind, f"{alert['severity']} alert to {route}: {summary}")
+        self._heard = len(self._receiver.received)
+
+    def _budget_steps(self) -> None:
+        for name, view in self._daemon.budgets.views.items():
+            for step in view.steps:
+                label = step.step.label
+                if not step.in_force or (name, label) in self._steps:
+                    continue
+                self._steps.add((name, label))
+                mode = step.step.mode.value.replace("_", " ")
+                kind = label.split(":", 1)[-1]
+                note = step.note.removeprefix("dry run: ")
+                self.say(
+                    "budget",
+                    f"{name} passed {step.step.at:g}%: step {kind} is in force, in {mode}"
+                    + (f" ({note})" if note else ""),
+                )
+
+    async def _ledger_changes(self) -> None:
+        for entry in reversed(await self._daemon.store.ledger(limit=500)):
+            if entry.decision.action in ("alert", "log"):
+                continue
+            if self._ledger.get(entry.key) == entry.state or entry.state.is_open:
+                continue
+            self._ledger[entry.key] = entry.state
+            self._tell_entry(entry)
+
+    def _tell_entry(self, entry: LedgerEntry) -> None:
+        decision = entry.decision
+        data = decision.event.data if decision.event is not None else {}
+        target = str(decision.params.get("server") or decision.params.get("name") or "")
+        kind = self._kind(decision.rule)
+        if entry.state is LedgerState.DRY_RUN:
+            about = str(data.get("about") or f"{decision.action} {target}")
+            self.tally.dry_runs.append(about)
+            self.say(kind, f"dry run: {decision.rule} would {about}; nothing was done")
+        elif decision.action == "set_cores" and entry.state is LedgerState.DONE:
+            before, after = int(data.get("current_cores", 0)), int(decision.params["cores"])
+            self.tally.cores.setdefault(target, [before]).append(after)
+            self.say(kind, f"{target}: {before} → {after} cores, {data.get('reason', '')}")
+        else:
+            self.say(kind, f"{decision.action} {target} {entry.state.value}: {entry.detail}")
+
+    def _denials(self) -> None:
+        total = 0.0
+        for family in self._daemon.metrics.registry.collect():
+            if family.name == "cloudpilot_budget_enforcements":
+                total += sum(
+                    sample.value
+                    for sample in family.samples
+                    if sample.name.endswith("_total") and sample.labels["outcome"] == "would_deny"
+                )
+        if total > self._denied:
+            self.tally.would_deny += round(total - self._denied)
+            self.say("budget", "enforced, the budget would have refused that scale-up")
+        self._denied = total
+
+    def provider_changes(self) -> list[tuple[datetime, str]]:
+        """Return the provider requests that changed something since the last call."""
+        log = list(self._sim.requests)[self._requests :]
+        self._requests += len(log)
+        return [
+            (datetime.fromisoformat(r["t"]), f"{r['method']} {r['path']}")
+            for r in log
+            if r["method"] in ("POST", "PUT", "DELETE", "PATCH") and "login" not in r["path"]
+        ]
 
 
-async def run_demo(write: Callable[[str], object] = print) -> int:
-    """Run the tour and return the exit code; simulated time moves only when the tour moves it."""
-    say = Narrator(write)
-    sim = Simulation(load_scenario_file(Path("default")), speed=0)
-    runner, url = await start(sim, Listen("127.0.0.1", 0))
-    write(f"Cloudpilot demo: the embedded cloud simulator is serving at {url}")
-    write(
-        "(Seeweb ECS at /ecs/v2, Serverless GPU at /k8sgpu/v1, Glesys at /glesys, control /_sim/)"
-    )
-    clock = SystemClock()
-    settings = ClientSettings(requests_per_second=50, burst=50)
+async def run_demo(
+    write: Write = say_now,
+    *,
+    speed: float = DEFAULT_SPEED,
+    workdir: Path | None = None,
+    rules: Path | None = None,
+) -> int:
+    """Run the narrated demo; return 0 when it ends by itself and 130 when interrupted."""
+    rules = rules or shipped_rules()
+    if rules is None:
+        write("cloudpilot demo: cannot find the shipped rules/ folder; pass --rules DIR")
+        return EXIT_USAGE
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="cloudpilot-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    sim = Simulation(load_shipped_scenario("demo"), speed=0)
+    receiver = Receiver()
+    sim_runner, sim_url = await start(sim, Listen("127.0.0.1", 0))
+    hook_runner, hook_url = await receiver.start()
+    log_file = (workdir / "cloudpilot.log").open("a", encoding="utf-8")
+    configure_logging(stream=log_file, json=True)
     try:
-        async with aiohttp.ClientSession() as session:
-            seeweb = SeewebClient(
-                session,
-                url,
-                clock=clock,
-                token=Secret(sim.credentials.api_token),
-                settings=settings,
-            )
-            gpu = K8sGpuClient(
-                session,
-                url,
-                clock=clock,
-                username=sim.credentials.username,
-                password=Secret(sim.credentials.password),
-                settings=settings,
-            )
-            glesys = GlesysClient(
-                session,
-                f"{url}/glesys",
-                clock=clock,
-                project=sim.credentials.glesys_project,
-                key=Secret(sim.credentials.api_token),
-                settings=settings,
-            )
-            await _servers(say, seeweb)
-            high_water = await _failures(say, seeweb, sim)
-            await _snapshot_blocks(say, seeweb, sim)
-            await _glesys(say, glesys, sim)
-            await _gpu(say, gpu)
-            await _money(say, seeweb, sim)
-            say.section("What comes next")
-            say.say(f"the daemon will poll these APIs, remember high-water mark {high_water},")
-            say.say("and act by rule: alerts, guarded actions, autoscaling and budget caps.")
-    finally:
-        await runner.cleanup()
-    write("\nDemo finished.")
-    return 0
-
-
-async def _servers(say: Narrator, seeweb: SeewebClient) -> None:
-    say.section("Seeweb servers and their CPU (GET /servers, /servers/{name}/metrics)")
-    for server in await seeweb.list_servers():
-        metrics = await seeweb.server_metrics(server.name)
-        cpu = f"{metrics.cpu[-1].value:5.1f}% CPU" if metrics.cpu else " no metrics"
-        status = (await seeweb.server_status(server.name)).current_status
-        say.say(
-            f"{server.name}  {server.plan:<8} {server.cores:>2} cores  {status:<8} {cpu}"
-            f"  {server.notes}"
+        config_path = workdir / "cloudpilot.toml"
+        write_config(
+            config_path,
+            sim_url,
+            sim.credentials,
+            rules=rules,
+            http_listen="127.0.0.1:0",
+            webhooks={route: f"{hook_url}/{route}" for route in ROUTES},
+            gpu_prices=GPU_PRICES,
         )
+        clock = LinkedClock(sim)
+        the_daemon = Daemon(load_config(config_path), clock=clock, registry=CollectorRegistry())
+        async with the_daemon:
+            story = Story(write, the_daemon, sim, receiver)
+            _opening(write, sim, the_daemon, rules, speed)
+            await _run(story, the_daemon, clock, config_path, speed)
+            _ending(write, story, the_daemon, workdir)
+    except ConfigError as exc:
+        write(f"cloudpilot demo: {exc}")
+        return EXIT_CONFIG
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        write("\nDemo interrupted; everything it started is stopped.")
+        return EXIT_INTERRUPTED
+    finally:
+        await hook_runner.cleanup()
+        await sim_runner.cleanup()
+        log_file.close()
+    return EXIT_OK
 
 
-async def _failures(say: Narrator, seeweb: SeewebClient, sim: Simulation) -> int:
-    say.section("Failed actions, found by walking newest-first pages to a high-water mark")
-    history, high_water = await new_actions(seeweb, 0)
-    failed = [a for a in history if a.is_failure]
-    say.say(f"{len(history)} actions in the history, {len(failed)} of them failed:")
-    for action in failed:
-        say.say(f"  action {action.id}: {action.type} on {action.resource} ended '{action.status}'")
-    sim.world.start_action("ec200001", "power_off", duration_s=30, outcome="error")
-    say.say("someone powers ec200001 off in the panel; it fails after 30 s...")
-    sim.world.clock.advance(60)
-    fresh, high_water = await new_actions(seeweb, high_water)
-    for action in fresh:
-        say.say(f"new since the last poll: action {action.id} {action.type} -> '{action.status}'")
-    return high_water
+async def _run(
+    story: Story, the_daemon: Daemon, clock: LinkedClock, config_path: Path, speed: float
+) -> None:
+    began = clock.now()
+    real_start = time.monotonic()
+    exec_done = False
+    while (clock.now() - began).total_seconds() < DURATION_S:
+        await _poll(the_daemon)
+        await story.catch_up()
+        if not exec_done and (clock.now() - began).total_seconds() >= EXEC_AT_S:
+            exec_done = True
+            await _risky_by_hand(story, the_daemon, clock, config_path)
+        clock.advance(STEP_S)
+        elapsed = (clock.now() - began).total_seconds()
+        ahead = elapsed / speed - (time.monotonic() - real_start)
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+    await _poll(the_daemon)
+    await story.catch_up()
 
 
-async def _snapshot_blocks(say: Narrator, seeweb: SeewebClient, sim: Simulation) -> None:
-    say.section("Snapshot first: a snapshot blocks risky actions on its server until it completes")
-    snapshot, action = await seeweb.create_snapshot("ec200004", "before power_off", "cloudpilot")
-    say.say(f"snapshot {snapshot.id} of ec200004 started (action {action.id}, {action.status})")
-    try:
-        await seeweb.server_action("ec200004", "power_off")
-    except ConflictError as exc:
-        say.say(f"power_off refused meanwhile: {exc.detail}")
-    sim.world.clock.advance(120)
-    done = await seeweb.get_action(action.id)
-    say.say(f"two minutes later the snapshot action is '{done.status}'")
-    power_off = await seeweb.server_action("ec200004", "power_off")
-    say.say(f"now power_off is accepted: action {power_off.id} '{power_off.status}'")
-    sim.world.clock.advance(90)
-    status = await seeweb.server_status("ec200004")
-    say.say(f"and ec200004 is {status.current_status}")
+async def _poll(the_daemon: Daemon) -> None:
+    await the_daemon.poll_once()
+    await the_daemon.runner.wait_idle()
+    for route in ROUTES:
+        await the_daemon.dispatcher.pump(route)
 
 
-async def _glesys(say: Narrator, glesys: GlesysClient, sim: Simulation) -> None:
-    say.section("Glesys changes cores in place (server/status, server/edit)")
-    servers = await glesys.list_servers()
-    target = servers[0].serverid
-    sim.world.set_demand(target, Constant(cores=3.5))
-    status = await glesys.server_status(target)
-    details = await glesys.server_details(target)
-    say.say(
-        f"{details.hostname} ({target}): {details.cpucores} cores at "
-        f"{status.cpu_percent or 0:.0f}% CPU, demand 3.5 cores"
+async def _risky_by_hand(
+    story: Story, the_daemon: Daemon, clock: LinkedClock, config_path: Path
+) -> None:
+    """Power a server off by hand, as on-call would: the guard snapshots it first."""
+    story.say(
+        "guard", f"on-call runs `cloudpilot exec power_off {EXEC_SERVER}`; power_off is risky"
     )
-    edited = await glesys.set_cores(target, details.cpucores + 2)
-    say.say(f"server/edit cpucores={details.cpucores + 2}: the server is {edited.state} (reboot)")
-    sim.world.clock.advance(sim.world.glesys_reboot_s + 1)
-    after = await glesys.server_details(target)
-    status = await glesys.server_status(target)
-    say.say(f"after the reboot: {after.cpucores} cores at {status.cpu_percent or 0:.0f}% CPU")
+    story.provider_changes()
+    out = io.StringIO()
+    code = await run_exec(
+        load_config(config_path),
+        "power_off",
+        EXEC_SERVER,
+        provider=None,
+        cores=None,
+        snapshot_none=False,
+        dry_run=False,
+        clock=clock,
+        out=out,
+        err=out,
+    )
+    for at, request in story.provider_changes():
+        if request.endswith("/snapshots"):
+            story.tally.snapshots += 1
+            story.say("guard", f"first a snapshot: {request}", at)
+        else:
+            story.say("guard", f"then, the snapshot completed: {request}", at)
+    if code == 0:
+        story.tally.guarded.append(f"power_off {EXEC_SERVER}")
+    else:
+        story.say("guard", f"exec ended with code {code}: {out.getvalue().strip()}")
+    await _poll(the_daemon)
+    await story.catch_up()
 
 
-async def _gpu(say: Narrator, gpu: K8sGpuClient) -> None:
-    say.section("Serverless GPU pods and events (login with max_age, /pod/, /events/)")
-    for pod in await gpu.list_pods():
-        state = "online" if pod.online else pod.status
-        say.say(f"{pod.remote_reference_name} in {pod.cluster}: {pod.runtime_class}, {state}")
-    events, total = await gpu.list_events(length=3)
-    say.say(f"{total} events; the newest: " + ", ".join(f"{e.event_type}" for e in events))
+def _opening(write: Write, sim: Simulation, the_daemon: Daemon, rules: Path, speed: float) -> None:
+    start_at: datetime = sim.world.now
+    write("Cloudpilot demo: the daemon, with the shipped rules, against a simulated cloud account.")
+    write(f"  rules      {rules}")
+    write("  cloud      simulated Seeweb ECS, Serverless GPU and Glesys (scenario demo)")
+    write(f"  on-call    a webhook receiver stands in for the pager (routes {', '.join(ROUTES)})")
+    write(
+        f"  time       {start_at:%a %d %b %H:%M} UTC, {DURATION_S / 3600:g} hours, "
+        f"{speed:g} simulated seconds per real second"
+    )
+    write(f"  metrics    http://127.0.0.1:{the_daemon.http_port}/metrics while it runs")
+    write("")
 
 
-async def _money(say: Narrator, seeweb: SeewebClient, sim: Simulation) -> None:
-    say.section("The bill lags real use (GET /billing/servers/{y}/{m})")
-    now = sim.world.now
-    billed = (await seeweb.billing_servers(now.year, now.month)).total_cost
-    truth = sim.world.spent(month_bounds(now.year, now.month)[0], now)["servers"]
-    say.say(f"servers this month, as billed so far: {billed:.2f} EUR")
-    say.say(f"true spend, which the daemon must estimate: {truth:.2f} EUR")
+def _ending(write: Write, story: Story, the_daemon: Daemon, workdir: Path) -> None:
+    tally = story.tally
+    resizes = [
+        f"{server}: {' → '.join(map(str, cores))} cores ({len(cores) - 1} resizes in place)"
+        for server, cores in tally.cores.items()
+    ]
+    budget = [f"{tally.warnings} warning(s)"]
+    for name, view in the_daemon.budgets.views.items():
+        if view.spend is not None:
+            budget.append(
+                f"{name} at {view.spend.estimated:,.0f} of {view.cap:,.0f} EUR "
+                f"({view.spend.percent(view.cap):.0f}%)"
+            )
+    budget += [f"dry run: would refuse {tally.would_deny} scale-up(s)"]
+    budget += [f"dry run: would {about}" for about in tally.dry_runs]
+    rows = [
+        ("failed actions", [f"{tally.paged} paged, {tally.resolved} resolved"]),
+        ("autoscale", resizes + [f"recommended: {r}" for r in tally.recommendations]),
+        ("guard", [f"{tally.snapshots} snapshot(s) before: " + ", ".join(tally.guarded)]),
+        ("budget", budget),
+    ]
+    width = max(len(name) for name, _ in rows)
+    write("")
+    write(f"{'policy':<{width}}  what it did")
+    write(f"{'-' * width}  {'-' * 60}")
+    for name, lines in rows:
+        for index, line in enumerate(lines or ["nothing"]):
+            write(f"{name if index == 0 else '':<{width}}  {line}")
+    write("")
+    write(
+        f"/metrics  was served at http://127.0.0.1:{the_daemon.http_port}/metrics during the demo;"
+    )
+    write("          `cloudpilot run` serves it where [http] listen says (127.0.0.1:9464).")
+    write(f"state     {workdir / 'state.db'} (SQLite: ledger, alerts, outbox, budgets)")
+    write(f"logs      {workdir / 'cloudpilot.log'} (JSON lines)")
+    write(f"config    {workdir / 'cloudpilot.toml'}")
+    write("Demo finished.")

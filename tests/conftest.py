@@ -18,6 +18,7 @@ from daemon.app import Daemon
 from daemon.clock import FakeClock
 from daemon.config import load_config
 from daemon.simulator.app import Simulation, create_app
+from daemon.simulator.linked import LinkedClock as SimLinkedClock
 from daemon.simulator.scenario import Scenario, load_scenario_file, parse_scenario
 
 START = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
@@ -69,23 +70,11 @@ class SimHandle:
 SimFactory = Callable[..., Awaitable[SimHandle]]
 
 
-class LinkedClock(FakeClock):
-    """A fake clock that moves the in-process simulator's time with its own.
-
-    Whatever waits on it (the guard polling a snapshot, a test advancing) moves the simulated
-    cloud by the same amount, so waits end as the cloud's actions do, without real time.
-    """
+class LinkedClock(SimLinkedClock):
+    """The daemon's LinkedClock, built from a test's simulator handle."""
 
     def __init__(self, handle: SimHandle) -> None:
-        super().__init__(handle.sim.world.now)
-        self._handle = handle
-
-    def advance(self, seconds: float) -> None:
-        """Move this clock and the simulator forward together."""
-        super().advance(seconds)
-        world = self._handle.sim.world
-        world.clock.advance(seconds)
-        world.sync()
+        super().__init__(handle.sim)
 
 
 def scenario_from(source: str | Scenario) -> Scenario:

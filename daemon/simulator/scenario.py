@@ -308,6 +308,15 @@ def load_scenario_file(path: Path) -> Scenario:
         raise ScenarioError(f"{path}: demand trace: {exc}") from None
 
 
+def load_shipped_scenario(name: str) -> Scenario:
+    """Read a shipped scenario by its name, whatever files the working directory holds."""
+    if name not in shipped_scenarios():
+        raise ScenarioError(f"{name}: no shipped scenario has this name")
+    return load_scenario_file(
+        Path(str(resources.files("daemon.simulator") / "scenarios" / f"{name}.yaml"))
+    )
+
+
 def shipped_scenarios() -> list[str]:
     """Return the names of the scenarios shipped with the package."""
     folder = resources.files("daemon.simulator") / "scenarios"

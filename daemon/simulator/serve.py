@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 
 from aiohttp import web
@@ -51,18 +53,40 @@ rules:
 """
 
 
-def write_config(path: Path, url: str, credentials: Credentials) -> None:
-    """Write a cloudpilot.toml for this simulator and its credential files beside it (mode 0600)."""
+def write_config(
+    path: Path,
+    url: str,
+    credentials: Credentials,
+    *,
+    rules: Path | None = None,
+    http_listen: str = "127.0.0.1:9464",
+    webhooks: Mapping[str, str] | None = None,
+    gpu_prices: Mapping[str, float] | None = None,
+) -> None:
+    """Write a cloudpilot.toml for this simulator and its credential files beside it (mode 0600).
+
+    Without `rules` it points at a starter `rules/` folder beside it, written when missing;
+    `webhooks` adds a webhook notifier route per name, and `gpu_prices` a `[budget]` section.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     secrets = {
         "seeweb-token": credentials.api_token,
         "k8sgpu-password": credentials.password,
         "glesys-key": credentials.api_token,
     }
-    rules = path.parent / "rules"
-    if not rules.exists():
-        rules.mkdir()
-        (rules / "simulator.yaml").write_text(STARTER_RULES, encoding="utf-8")
+    rules_entry = '"rules/"' if rules is None else json.dumps(str(rules))
+    if rules is None:
+        starter = path.parent / "rules"
+        if not starter.exists():
+            starter.mkdir()
+            (starter / "simulator.yaml").write_text(STARTER_RULES, encoding="utf-8")
+    extra = "".join(
+        f'\n[notifiers.{name}]\ntype = "webhook"\nurl = {json.dumps(hook)}\n'
+        for name, hook in (webhooks or {}).items()
+    )
+    if gpu_prices:
+        prices = ", ".join(f"{json.dumps(name)} = {price}" for name, price in gpu_prices.items())
+        extra += f"\n[budget]\ngpu_prices = {{ {prices} }}\n"
     for name, value in secrets.items():
         secret_path = path.parent / name
         fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -70,10 +94,10 @@ def write_config(path: Path, url: str, credentials: Credentials) -> None:
             handle.write(value + "\n")
     path.write_text(
         f"""# Written by `cloudpilot simulator --config-out`: a config for the simulator at {url}.
-rules = ["rules/"]
+rules = [{rules_entry}]
 
 [http]
-listen = "127.0.0.1:9464"
+listen = "{http_listen}"
 
 [state]
 path = "state.db"
@@ -100,7 +124,7 @@ metrics = "30s"
 k8sgpu = "10s"
 billing = "1m"
 glesys = "10s"
-""",
+{extra}""",
         encoding="utf-8",
     )
 

@@ -27,6 +27,7 @@ typecheck: $(BIN)/cloudpilot
 # clean Debian/Ubuntu machine (CI) they come from the `prometheus` and `prometheus-alertmanager`
 # packages, installed when missing.
 test: lint typecheck
+	$(BIN)/cloudpilot check rules/
 	.ci/ensure-packages promtool:prometheus prometheus-alertmanager:prometheus-alertmanager
 	$(BIN)/pytest
 

@@ -23,12 +23,13 @@ lint: $(BIN)/cloudpilot
 typecheck: $(BIN)/cloudpilot
 	$(BIN)/mypy
 
-# The metrics test runs `promtool check metrics` and the alerting tests a real Alertmanager; on a
-# clean Debian/Ubuntu machine (CI) they come from the `prometheus` and `prometheus-alertmanager`
-# packages, installed when missing.
+# The metrics and deploy-kit tests run `promtool` and `amtool`, and the alerting tests a real
+# Alertmanager; on a clean Debian/Ubuntu machine (CI) they come from the `prometheus` and
+# `prometheus-alertmanager` packages, installed when missing.
 test: lint typecheck
 	$(BIN)/cloudpilot check rules/
-	.ci/ensure-packages promtool:prometheus prometheus-alertmanager:prometheus-alertmanager
+	.ci/ensure-packages promtool:prometheus prometheus-alertmanager:prometheus-alertmanager \
+		amtool:prometheus-alertmanager
 	$(BIN)/pytest
 
 bench: $(BIN)/cloudpilot

@@ -54,6 +54,9 @@ async def test_demo_narrates_each_policy_acting_and_exits_zero(tmp_path: Path) -
     # A failed action is paged, then resolved when its retry completes.
     paged = first(lines, "alert", "critical alert to oncall: power_on error on ec200007")
     assert first(lines, "alert", "resolved on oncall: power_on error on ec200007") > paged
+    # The audit log's failed login goes to the security route, and resolves after its hour.
+    login = first(lines, "alert", "alert to security: failed Seeweb login for demo")
+    assert first(lines, "alert", "resolved on security: failed Seeweb login") > login
     # The Glesys surge is scaled up in place, and back down once the load has gone.
     up = first(lines, "autoscale", "web-glesys-1: 2 → 4 cores, CPU above 85%")
     down = first(lines, "autoscale", "web-glesys-1: 4 → 3 cores, CPU below 35%")
@@ -72,7 +75,7 @@ async def test_demo_narrates_each_policy_acting_and_exits_zero(tmp_path: Path) -
 
     tail = done.stdout.splitlines()
     assert tail[-1] == "Demo finished."
-    assert any(re.match(r"failed actions\s+1 paged, 1 resolved$", line) for line in tail)
+    assert any(re.match(r"alerts\s+failed-actions: 1 fired, 1 resolved$", line) for line in tail)
     assert f"state     {tmp_path / 'state' / 'state.db'}" in done.stdout
 
     # The ledger holds what the story told: three resizes done, the guarded power_off done,

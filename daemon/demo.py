@@ -47,12 +47,6 @@ DEFAULT_SPEED = 180.0  # three simulated hours in about a minute
 EXEC_AT_S = 100 * 60.0
 EXEC_SERVER = "ec200005"
 ROUTES = ("oncall", "security")
-# The scenario's GPU prices, for the budget's burn estimate (`[budget] gpu_prices`).
-GPU_PRICES = {
-    "seeweb-nvidia-1xa6000": 1.60,
-    "seeweb-nvidia-1xl4": 0.50,
-    "seeweb-nvidia-1xa100": 2.20,
-}
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_CONFIG = 78
@@ -268,7 +262,8 @@ async def run_demo(
             rules=rules,
             http_listen="127.0.0.1:0",
             webhooks={route: f"{hook_url}/{route}" for route in ROUTES},
-            gpu_prices=GPU_PRICES,
+            # What the GPU classes cost, as a team would write it for its budget's estimate.
+            gpu_prices=sim.world.pricing.gpu_prices,
         )
         clock = LinkedClock(sim)
         the_daemon = Daemon(load_config(config_path), clock=clock, registry=CollectorRegistry())

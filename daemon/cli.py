@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
         "--speed",
         type=float,
         default=None,
-        help="simulated seconds per real second (default 180: three hours in about a minute)",
+        help="simulated seconds per real second (default 120: two hours in about a minute)",
     )
     demo.add_argument(
         "--state-dir", type=Path, default=None, help="where to keep the state and logs (kept)"

@@ -41,8 +41,8 @@ from daemon.simulator.serve import start, write_config
 from daemon.state.store import LedgerEntry, LedgerState
 
 STEP_S = 60.0
-DURATION_S = 3 * 3600.0
-DEFAULT_SPEED = 180.0  # three simulated hours in about a minute
+DURATION_S = 2 * 3600.0
+DEFAULT_SPEED = 120.0  # two simulated hours in about a minute
 # When the operator runs a risky action by hand, in simulated seconds after the start.
 EXEC_AT_S = 100 * 60.0
 EXEC_SERVER = "ec200005"

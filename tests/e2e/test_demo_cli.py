@@ -1,6 +1,6 @@
 """`cloudpilot demo` as a newcomer runs it: a subprocess, from the first line to the last.
 
-The demo is run with its clock accelerated far past the default, so its three simulated hours
+The demo is run with its clock accelerated far past the default, so its two simulated hours
 take a few real seconds; the Ctrl-C test runs it at the default pace and interrupts it once the
 first failure has been paged.
 """

@@ -93,7 +93,8 @@ def write_config(
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(value + "\n")
     path.write_text(
-        f"""# Written by `cloudpilot simulator --config-out`: a config for the simulator at {url}.
+        f"""# Written by `cloudpilot simulator --config-out` or `cloudpilot demo`: a config for the
+# simulator at {url}.
 rules = [{rules_entry}]
 
 [http]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
+
+from daemon.models import Decision, Event, Mode
 
 DEDUP_KEY_LIMIT = 255
 SUMMARY_LIMIT = 1024
@@ -31,6 +33,32 @@ class Severity(StrEnum):
     CRITICAL = "critical"
     WARNING = "warning"
     INFO = "info"
+
+
+def event_alert(
+    key: str,
+    rule: str,
+    event: Event,
+    *,
+    severity: Severity,
+    labels: Mapping[str, str],
+    to: Sequence[str],
+    mode: Mode = Mode.ENFORCE,
+    describe: bool = True,
+) -> Decision:
+    """Return an alert decision whose texts are its event's `summary` (and `detail`) fields.
+
+    For the policies (autoscale, budget, the guard) that write an alert's words themselves and
+    carry them in the event, so the alert templates only quote them.
+    """
+    params: dict[str, Any] = {"severity": severity.value, "summary": "{{ event.data.summary }}"}
+    if describe:
+        params["description"] = "{{ event.data.detail }}"
+    params["labels"] = dict(labels)
+    params["to"] = list(to)
+    return Decision(
+        key=key, rule=rule, action="alert", params=params, mode=mode, event=event, time=event.time
+    )
 
 
 def dedup_key(identity: str) -> str:

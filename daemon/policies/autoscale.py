@@ -16,6 +16,7 @@ from typing import Protocol
 from daemon.engine.engine import AutoscaleRule, RuleSet
 from daemon.facts import Facts, ServerFact
 from daemon.models import Decision, Event
+from daemon.notify.model import Severity, event_alert
 from daemon.observability.metrics import Metrics
 from daemon.policies.scaling import DAY, Verdict, decide
 from daemon.providers.records import Plan
@@ -289,20 +290,14 @@ class AutoscalePolicy:
         )
         scaled.events.append(event)
         scaled.decisions.append(
-            Decision(
-                key=f"{rule.name}/recommend/{event.key}",
-                rule=rule.name,
-                action="alert",
-                params={
-                    "severity": "warning",
-                    "summary": "{{ event.data.summary }}",
-                    "description": "{{ event.data.detail }}",
-                    "labels": {"plan": advice.plan, "recommended_cores": str(advice.cores)},
-                    "to": list(rule.to),
-                },
+            event_alert(
+                f"{rule.name}/recommend/{event.key}",
+                rule.name,
+                event,
+                severity=Severity.WARNING,
+                labels={"plan": advice.plan, "recommended_cores": str(advice.cores)},
+                to=rule.to,
                 mode=rule.mode,
-                event=event,
-                time=now,
             )
         )
         self._recommending.add((rule.name, server.name))

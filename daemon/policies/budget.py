@@ -30,6 +30,7 @@ import structlog
 from daemon.engine.engine import BudgetRule, BudgetStep, RuleSet
 from daemon.facts import Facts, PodFact, ServerFact
 from daemon.models import Decision, Event, Mode
+from daemon.notify.model import Severity, event_alert
 from daemon.observability.metrics import Metrics
 from daemon.policies.spend import (
     SEEWEB,
@@ -468,26 +469,19 @@ class BudgetPolicy:
         )
         out.events.append(event)
         out.decisions.append(
-            Decision(
-                key=f"{rule.name}/{month}/warn/{kind}/{label}",
-                rule=rule.name,
-                action="alert",
-                params={
-                    "severity": "critical" if threshold >= 100 else "warning",
-                    "summary": "{{ event.data.summary }}",
-                    "description": "{{ event.data.detail }}",
-                    "labels": {
-                        "budget": rule.name,
-                        "spend": kind,
-                        "threshold": label,
-                        "scope": rule.scope.describe(),
-                    },
-                    "to": list(rule.to),
+            # Warnings go out whatever the mode: dry run is about enforcement.
+            event_alert(
+                f"{rule.name}/{month}/warn/{kind}/{label}",
+                rule.name,
+                event,
+                severity=Severity.CRITICAL if threshold >= 100 else Severity.WARNING,
+                labels={
+                    "budget": rule.name,
+                    "spend": kind,
+                    "threshold": label,
+                    "scope": rule.scope.describe(),
                 },
-                # Warnings go out whatever the mode: dry run is about enforcement.
-                mode=Mode.ENFORCE,
-                event=event,
-                time=now,
+                to=rule.to,
             )
         )
         self._metrics.budget_warnings.labels(rule.name, kind).inc()
@@ -656,19 +650,14 @@ class BudgetPolicy:
         )
         out.events.append(event)
         out.decisions.append(
-            Decision(
-                key=f"{rule.name}/{month}/approve/{ident}",
-                rule=rule.name,
-                action="alert",
-                params={
-                    "severity": "critical",
-                    "summary": "{{ event.data.summary }}",
-                    "labels": {"budget": rule.name, "approval": ident},
-                    "to": list(rule.to),
-                },
-                mode=Mode.ENFORCE,
-                event=event,
-                time=now,
+            event_alert(
+                f"{rule.name}/{month}/approve/{ident}",
+                rule.name,
+                event,
+                severity=Severity.CRITICAL,
+                labels={"budget": rule.name, "approval": ident},
+                to=rule.to,
+                describe=False,
             )
         )
         self._count(rule.name, step.label, "approval_requested")

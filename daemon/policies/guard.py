@@ -29,7 +29,8 @@ from daemon.actions.server import (
     wait_for_snapshot,
 )
 from daemon.engine.engine import GuardSpec
-from daemon.models import Decision, Event, Mode, Outcome, OutcomeStatus
+from daemon.models import Decision, Event, Outcome, OutcomeStatus
+from daemon.notify.model import Severity, event_alert
 from daemon.observability.metrics import Metrics
 from daemon.providers.errors import ProviderError
 from daemon.providers.records import Snapshot
@@ -258,20 +259,13 @@ class SnapshotGuard:
             },
             source="guard",
         )
-        alert = Decision(
-            key=f"{decision.key}#guard",
-            rule=GUARD_ALERT,
-            action="alert",
-            params={
-                "severity": "critical",
-                "summary": "{{ event.data.summary }}",
-                "description": "{{ event.data.detail }}",
-                "labels": {"action": decision.action, "rule": decision.rule},
-                "to": list(dict.fromkeys([*self._spec().to, *self._routes(decision.rule)])),
-            },
-            mode=Mode.ENFORCE,
-            event=event,
-            time=now,
+        alert = event_alert(
+            f"{decision.key}#guard",
+            GUARD_ALERT,
+            event,
+            severity=Severity.CRITICAL,
+            labels={"action": decision.action, "rule": decision.rule},
+            to=list(dict.fromkeys([*self._spec().to, *self._routes(decision.rule)])),
         )
         if not alert.params["to"]:
             ctx.log.error(

@@ -100,25 +100,17 @@ class K8sGpuSource:
         )
 
     def _failed(self, pod: PodFact, now: datetime) -> Event:
-        return Event(
-            type="k8sgpu.pod.failed",
-            key=f"k8sgpu.pod:{pod.uuid}:failed",
-            time=pod.deactivated_at or now,
-            resource=pod.uuid,
-            data={
-                "uuid": pod.uuid,
-                "cluster": pod.cluster,
-                "name": pod.name,
-                "status": pod.status,
-                "runtime_class": pod.runtime_class,
-            },
-            source=self.name,
-        )
+        return self._pod_event("failed", pod, now, {})
 
     def _terminated(self, pod: PodFact, now: datetime) -> Event:
+        extra = {"in_deletion": pod.in_deletion, "failed": pod.failed, "succeeded": pod.succeeded}
+        return self._pod_event("terminated", pod, now, extra)
+
+    def _pod_event(self, end: str, pod: PodFact, now: datetime, extra: dict[str, Any]) -> Event:
+        """Return the k8sgpu.pod.<end> event of a pod: what it is, and the end's own fields."""
         return Event(
-            type="k8sgpu.pod.terminated",
-            key=f"k8sgpu.pod:{pod.uuid}:terminated",
+            type=f"k8sgpu.pod.{end}",
+            key=f"k8sgpu.pod:{pod.uuid}:{end}",
             time=pod.deactivated_at or now,
             resource=pod.uuid,
             data={
@@ -127,9 +119,7 @@ class K8sGpuSource:
                 "name": pod.name,
                 "status": pod.status,
                 "runtime_class": pod.runtime_class,
-                "in_deletion": pod.in_deletion,
-                "failed": pod.failed,
-                "succeeded": pod.succeeded,
+                **extra,
             },
             source=self.name,
         )

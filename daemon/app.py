@@ -34,12 +34,14 @@ from daemon.notify.senders import build_senders
 from daemon.observability.http import Readiness, build_http_app, start_http
 from daemon.observability.logging import get_logger
 from daemon.observability.metrics import Metrics
+from daemon.observability.problems import Problems
 from daemon.observability.sdnotify import SystemdNotifier
 from daemon.policies.autoscale import AutoscalePolicy
 from daemon.policies.budget import Budgeted, BudgetPolicy
 from daemon.policies.guard import SnapshotGuard
 from daemon.providers import GlesysClient, K8sGpuClient, SeewebClient
 from daemon.providers.errors import ProviderError
+from daemon.providers.plans import PlanCatalogue
 from daemon.sources.actions import ActionsSource
 from daemon.sources.base import Source
 from daemon.sources.billing import BillingSource
@@ -130,15 +132,17 @@ class Daemon:
         self._last_prune = float("-inf")
         self._plans_read = float("-inf")
         self._clients: ServerClients | None = None
+        self.problems = Problems(metrics=self.metrics, clock=clock, log=self.log)
         self.budgets = BudgetPolicy(
             facts=self.facts,
             metrics=self.metrics,
             log=self.log,
             plans=lambda: self.autoscale.plans,
+            problems=self.problems,
             gpu_prices=config.model.budget.gpu_prices,
         )
         self.autoscale = AutoscalePolicy(
-            facts=self.facts, metrics=self.metrics, budget=self.budgets
+            facts=self.facts, metrics=self.metrics, problems=self.problems, budget=self.budgets
         )
         self._batches: set[asyncio.Task[None]] = set()
         self._event_types: set[str] = set()
@@ -349,6 +353,9 @@ class Daemon:
         return rules
 
     def _rules_loaded(self, rules: RuleSet) -> None:
+        self.problems.forget(
+            [rule.name for rule in rules.autoscale] + [b.name for b in rules.budgets]
+        )
         self.alerts.replace_rules(rules)
         self.autoscale.replace_rules(rules)
         self.budgets.replace_rules(rules)
@@ -436,10 +443,12 @@ class Daemon:
         if self.clock.monotonic() - self._plans_read < PLANS_EVERY_S:
             return
         try:
-            self.autoscale.plans = await seeweb.list_plans()
+            self.autoscale.plans = PlanCatalogue(await seeweb.list_plans())
         except ProviderError as exc:  # keep the last list; recommendations wait for one
-            self.log.warning("plans_read_failed", error=str(exc))
+            self.autoscale.plans_error = str(exc)
+            self.log.warning("plans_read_failed", error=str(exc), kept=len(self.autoscale.plans))
             return
+        self.autoscale.plans_error = None
         self._plans_read = self.clock.monotonic()
 
     async def _refresh_power(self) -> None:
@@ -517,6 +526,7 @@ class Daemon:
             "running_actions": self.runner.running if self._runner else 0,
             "autoscale": [v.as_dict() for _, v in sorted(self.autoscale.verdicts.items())],
             "budgets": [view.as_dict() for _, view in sorted(self.budgets.views.items())],
+            "problems": self.problems.as_dict(),
         }
 
     # --- building --------------------------------------------------------------------------------
@@ -539,7 +549,12 @@ class Daemon:
         """Return the provider clients the config enables; sources and actions share them."""
         assert self._session is not None
         return build_clients(
-            self.config, self._session, clock=self.clock, log=self.log, metrics=self.metrics
+            self.config,
+            self._session,
+            clock=self.clock,
+            log=self.log,
+            metrics=self.metrics,
+            problems=self.problems,
         )
 
     def _sources(self, clients: ServerClients) -> list[Source]:
@@ -575,7 +590,11 @@ class Daemon:
         if clients.glesys is not None:
             sources.append(
                 GlesysSource(
-                    clients.glesys, facts=self.facts, clock=self.clock, metrics=self.metrics
+                    clients.glesys,
+                    facts=self.facts,
+                    clock=self.clock,
+                    metrics=self.metrics,
+                    log=self.log,
                 )
             )
         return sources
@@ -588,10 +607,16 @@ def build_clients(
     clock: Clock,
     log: Logger,
     metrics: Metrics,
+    problems: Problems,
 ) -> ServerClients:
     """Return the Seeweb, Glesys and Serverless GPU clients the config enables, on one session."""
     model = config.model
-    common: dict[str, Any] = {"clock": clock, "logger": log, "observer": metrics.observe_request}
+    common: dict[str, Any] = {
+        "clock": clock,
+        "logger": log,
+        "observer": metrics.observe_request,
+        "on_problem": problems.unreadable,
+    }
     seeweb: SeewebClient | None = None
     glesys: GlesysClient | None = None
     k8sgpu: K8sGpuClient | None = None

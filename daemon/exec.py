@@ -42,6 +42,7 @@ from daemon.notify.alerts import AlertBook
 from daemon.notify.senders import build_senders
 from daemon.observability.logging import get_logger
 from daemon.observability.metrics import Metrics
+from daemon.observability.problems import Problems
 from daemon.policies.guard import GuardAlerts, SnapshotGuard, guard_alert_key
 from daemon.state import SqliteStore
 from daemon.state.store import LedgerEntry, LedgerState, StateError, Store
@@ -227,8 +228,14 @@ class _Exec:
         metrics = Metrics(CollectorRegistry())
         async with aiohttp.ClientSession(raise_for_status=False) as session:
             senders = build_senders(self.config, session=session, clock=self.clock)
+            problems = Problems(metrics=metrics, clock=self.clock)
             clients = build_clients(
-                self.config, session, clock=self.clock, log=self.log, metrics=metrics
+                self.config,
+                session,
+                clock=self.clock,
+                log=self.log,
+                metrics=metrics,
+                problems=problems,
             )
             # Read for the guard section; a broken rule file is a config error, as in the daemon.
             rules = load_rules(self.config.rule_paths, action_params_models())
@@ -244,9 +251,9 @@ class _Exec:
                     clock=self.clock,
                     log=self.log,
                 )
-                problems = book.unknown_routes(rules)
-                if problems:
-                    raise ConfigError("\n".join(problems))
+                unknown = book.unknown_routes(rules)
+                if unknown:
+                    raise ConfigError("\n".join(unknown))
                 registry = default_registry(
                     session=session, clock=self.clock, log=self.log, alerts=book, clients=clients
                 )

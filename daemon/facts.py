@@ -38,6 +38,8 @@ class ServerFact:
     group: str | None = None
     notes: str | None = None
     location: str | None = None
+    sizes: tuple[int, ...] | None = None
+    """The core counts the provider lets this server have, when it says (Glesys)."""
 
 
 @dataclass(frozen=True, slots=True)

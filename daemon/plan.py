@@ -21,9 +21,11 @@ from daemon.facts import Facts
 from daemon.models import Mode
 from daemon.observability.logging import get_logger
 from daemon.observability.metrics import Metrics
+from daemon.observability.problems import Problems
 from daemon.policies.autoscale import AutoscalePolicy
 from daemon.policies.budget import BudgetPolicy, BudgetView, StepView
 from daemon.providers.errors import ProviderError
+from daemon.providers.plans import PlanCatalogue
 from daemon.sources.base import Source
 from daemon.sources.billing import BillingSource
 from daemon.sources.glesys import GlesysSource
@@ -51,20 +53,25 @@ async def run_plan(config: Config, *, clock: Clock, out: TextIO) -> int:
     rules = load_rules(config.rule_paths, action_params_models())
     metrics = Metrics(CollectorRegistry())
     facts = Facts()
+    log = get_logger()
+    # Holds are printed below, so they are not logged as well.
+    problems = Problems(metrics=metrics, clock=clock)
     budgets = BudgetPolicy(
         facts=facts,
         metrics=metrics,
         log=_without_decisions(),
         plans=lambda: policy.plans,
+        problems=problems,
         gpu_prices=config.model.budget.gpu_prices,
     )
     budgets.replace_rules(rules)
-    policy = AutoscalePolicy(facts=facts, metrics=metrics, budget=budgets)
+    policy = AutoscalePolicy(facts=facts, metrics=metrics, problems=problems, budget=budgets)
     policy.replace_rules(rules)
-    log = get_logger()
     failed = False
     async with aiohttp.ClientSession(raise_for_status=False) as session:
-        clients = build_clients(config, session, clock=clock, log=log, metrics=metrics)
+        clients = build_clients(
+            config, session, clock=clock, log=log, metrics=metrics, problems=problems
+        )
         seeweb = clients.seeweb
         sources: list[Source] = []
         if seeweb is not None:
@@ -100,7 +107,10 @@ async def run_plan(config: Config, *, clock: Clock, out: TextIO) -> int:
                 continue
             facts.polled_at[source.name] = clock.now()
         if seeweb is not None and (policy.wants_plans or budgets.active):
-            policy.plans = await seeweb.list_plans()
+            try:
+                policy.plans = PlanCatalogue(await seeweb.list_plans())
+            except ProviderError as exc:  # each Seeweb autoscale rule says so as a hold
+                policy.plans_error = str(exc)
         # A missing database means the daemon never ran here: nothing is pending or done.
         pending = await _read_state(config, clock, budgets, rules)
         if budgets.active and seeweb is not None:
@@ -112,7 +122,7 @@ async def run_plan(config: Config, *, clock: Clock, out: TextIO) -> int:
     for source in sources:
         _print_scaled(policy, source.name, now, out)
     for verdict in sorted(policy.verdicts.values(), key=lambda v: (v.rule, v.server)):
-        if not verdict.verdict.resize:
+        if not verdict.verdict.resize and verdict.hold is None:
             print(
                 f"hold {verdict.rule} {verdict.server}: {verdict.verdict.current} cores: "
                 f"{verdict.verdict.reason}",
@@ -126,6 +136,7 @@ async def run_plan(config: Config, *, clock: Clock, out: TextIO) -> int:
             print(f"budget {rule.name} ({rule.scope.describe()}): disabled", file=out)
         else:
             _print_budget(rule, view, out)
+    _print_problems(problems, out)
     for entry in pending:
         decision = entry.decision
         print(
@@ -150,6 +161,18 @@ def _print_scaled(policy: AutoscalePolicy, source: str, now: datetime, out: Text
             line += "price unknown)" if price is None else f"{price:+.2f} EUR/month)"
         mode = "" if decision.mode.value == "enforce" else " [dry_run]"
         print(f"{line}{mode}: {data.get('reason')}", file=out)
+
+
+def _print_problems(problems: Problems, out: TextIO) -> None:
+    """Print what keeps each rule from deciding, and the provider items that could not be read."""
+    for hold in problems.holds():
+        print(f"blocked {hold.rule} {hold.subject}: {hold.reason}: {hold.describe()}", file=out)
+    for item in problems.as_dict()["unreadable"]:
+        print(
+            f"unreadable {item['provider']} {item['endpoint']} {item['field']} "
+            f"(item {item['item']}): {item['error']}; left out, the rest of the answer used",
+            file=out,
+        )
 
 
 def _print_budget(rule: BudgetRule, view: BudgetView, out: TextIO) -> None:

@@ -114,14 +114,23 @@ async def simulator() -> AsyncIterator[SimFactory]:
 
 
 def key_mismatches(
-    golden: Any, actual: Any, path: str = "$", *, may_be_empty: frozenset[str] = frozenset()
+    golden: Any,
+    actual: Any,
+    path: str = "$",
+    *,
+    may_be_empty: frozenset[str] = frozenset(),
+    may_be_null: frozenset[str] = frozenset(),
 ) -> list[str]:
     """Return where `actual` has another key structure than `golden`, one line per difference.
 
     Objects must have the same key set; every item of a list is compared with the golden's first
     item; scalars of any type (including null) match each other. An empty list cannot be checked,
-    so it is a mismatch unless its path is in `may_be_empty`.
+    so it is a mismatch unless its path is in `may_be_empty`; null where the golden has an object
+    is one unless its path is in `may_be_null`.
     """
+    if actual is None and path in may_be_null:
+        return []
+    options = {"may_be_empty": may_be_empty, "may_be_null": may_be_null}
     if isinstance(golden, dict):
         if not isinstance(actual, dict):
             return [f"{path}: expected an object, got {type(actual).__name__}"]
@@ -133,9 +142,7 @@ def key_mismatches(
         if extra:
             problems.append(f"{path}: unexpected keys {extra}")
         for key in sorted(golden.keys() & actual.keys()):
-            problems += key_mismatches(
-                golden[key], actual[key], f"{path}.{key}", may_be_empty=may_be_empty
-            )
+            problems += key_mismatches(golden[key], actual[key], f"{path}.{key}", **options)
         return problems
     if isinstance(golden, list):
         if not isinstance(actual, list):
@@ -148,7 +155,7 @@ def key_mismatches(
         for index, item in enumerate(actual):
             problems += [
                 p.replace(f"{path}[]", f"{path}[{index}]", 1)
-                for p in key_mismatches(golden[0], item, f"{path}[]", may_be_empty=may_be_empty)
+                for p in key_mismatches(golden[0], item, f"{path}[]", **options)
             ]
         return problems
     if isinstance(actual, dict | list):

@@ -299,7 +299,16 @@ class SetCoresAction(ServerAction):
     async def perform(self, ctx: ActionContext, target: Target) -> str:
         """Ask Glesys for the cores; the reboot that applies them is waited out by the check."""
         cores = self._cores(ctx)
-        await self.clients.need_glesys().set_cores(target.id, cores)
+        glesys = self.clients.need_glesys()
+        details = await glesys.server_details(target.id)
+        allowed = (await glesys.allowed_arguments(target.id)).cores_for(details.platform)
+        if allowed and cores not in allowed:
+            raise ActionError(
+                f"{target.name}: {cores} cores is not a size its platform "
+                f"({details.platform}) allows; server/allowedarguments lists "
+                f"{', '.join(map(str, allowed))}"
+            )
+        await glesys.set_cores(target.id, cores)
         # The answer still shows the old cores: Glesys applies the new ones as it reboots.
         return f"{target.name}: cpucores {cores} requested"
 
@@ -309,10 +318,9 @@ class SetCoresAction(ServerAction):
         return details.cpucores == self._cores(ctx)
 
     async def effect_holds(self, ctx: ActionContext, target: Target) -> bool:
-        """Return whether the server runs with the new cores (`server/details`)."""
+        """Return whether the server runs, unlocked, with the new cores (`server/details`)."""
         details = await self.clients.need_glesys().server_details(target.id)
-        running = (details.state or "").lower() == "running" and not details.islocked
-        return running and details.cpucores == self._cores(ctx)
+        return details.runs_with(self._cores(ctx))
 
     async def run(self, ctx: ActionContext) -> Outcome:
         """Set the cores and wait, within the timeout, until the server runs with them."""

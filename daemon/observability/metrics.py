@@ -55,6 +55,13 @@ class Metrics:
             ["provider", "endpoint", "code"],
             registry=registry,
         )
+        self.parse_errors = Counter(
+            "cloudpilot_parse_errors_total",
+            "List items a provider's answer held that did not fit their record and were left "
+            "out, by provider, endpoint and field.",
+            ["provider", "endpoint", "field"],
+            registry=registry,
+        )
         self.api_request_duration = Histogram(
             "cloudpilot_api_request_duration_seconds",
             "Time provider API requests took, retries included.",
@@ -230,6 +237,14 @@ class Metrics:
             "cloudpilot_autoscale_recommended_price_difference_euros",
             "Monthly price of the recommended plan minus the current plan's.",
             ["server", "plan"],
+            registry=registry,
+        )
+
+        self.policy_blocked = Gauge(
+            "cloudpilot_policy_blocked",
+            "Servers (or other subjects) a rule cannot decide for because data it needs is "
+            "missing or odd, by rule and reason; /status says which and why.",
+            ["rule", "reason"],
             registry=registry,
         )
 

@@ -8,7 +8,7 @@ resizes (for the cooldown and the daily cap) are the rule's decisions in the led
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -18,13 +18,25 @@ from daemon.facts import Facts, ServerFact
 from daemon.models import Decision, Event
 from daemon.notify.model import Severity, event_alert
 from daemon.observability.metrics import Metrics
+from daemon.observability.problems import Hold, Problems
 from daemon.policies.scaling import DAY, Verdict, decide
-from daemon.providers.records import Plan
+from daemon.providers.plans import PlanCatalogue, family_of, same_kind
 from daemon.sources.base import drop_series
 from daemon.state.store import LedgerEntry, LedgerState
 
 # Which source's poll brings each provider's CPU samples.
 SOURCE_OF = {"glesys": "glesys", "seeweb": "metrics"}
+# Where each provider says how many cores a server has, and gives its CPU samples: the endpoint
+# and field a hold names when they are missing.
+CORES_FROM = {
+    "seeweb": ("GET /ecs/v2/servers", "server[].plan_size.core"),
+    "glesys": ("POST /server/status", "server.cpu.max"),
+}
+CPU_FROM = {
+    "seeweb": ("GET /ecs/v2/servers/{name}/metrics", "metrics.core"),
+    "glesys": ("POST /server/status", "server.cpu"),
+}
+PLANS_ENDPOINT = "GET /ecs/v2/plans"
 RECOMMENDATION = "autoscale.recommendation"
 RESIZE = "autoscale.resize"
 # Ledger states that do not count as a resize: nothing was (or will be) done.
@@ -61,6 +73,8 @@ class ServerVerdict:
     verdict: Verdict
     at: datetime
     recommendation: Recommendation | None = None
+    hold: Hold | None = None
+    """Why the rule cannot decide for the server, when data it needs is missing."""
 
     def as_dict(self) -> dict[str, object]:
         """Return the verdict as JSON-able data."""
@@ -79,6 +93,13 @@ class ServerVerdict:
             data["plan"] = self.recommendation.plan
             data["current_plan"] = self.recommendation.current_plan
             data["price_difference_euros"] = self.recommendation.price_difference
+        if self.hold is not None:
+            data["blocked"] = {
+                "reason": self.hold.reason,
+                "detail": self.hold.detail,
+                "endpoint": self.hold.endpoint,
+                "field": self.hold.field,
+            }
         return data
 
 
@@ -91,23 +112,6 @@ class Scaled:
     resolve: list[str] = field(default_factory=list)
 
 
-def choose_plan(plans: Sequence[Plan], current: str | None, cores: int) -> Plan | None:
-    """Return the cheapest plan with at least `cores` that keeps the current plan's disk and GPU."""
-    now = next((plan for plan in plans if plan.name == current), None)
-    candidates = [
-        plan
-        for plan in plans
-        if plan.cpu >= cores
-        and plan.monthly_price is not None
-        and (plan.gpu or 0) == ((now.gpu or 0) if now is not None else 0)
-        and (now is None or now.disk is None or (plan.disk or 0) >= now.disk)
-        and plan.available is not False
-    ]
-    if not candidates:
-        return None
-    return min(candidates, key=lambda plan: (plan.cpu, plan.monthly_price or 0.0))
-
-
 def recommendation_key(rule: str, server: str) -> str:
     """Return the identity of a rule's recommendation alert about a server."""
     return f"{rule}/{server}"
@@ -116,15 +120,25 @@ def recommendation_key(rule: str, server: str) -> str:
 class AutoscalePolicy:
     """Turn CPU facts into resize decisions (Glesys) and recommendations (Seeweb)."""
 
-    def __init__(self, *, facts: Facts, metrics: Metrics, budget: BudgetGate | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        facts: Facts,
+        metrics: Metrics,
+        problems: Problems,
+        budget: BudgetGate | None = None,
+    ) -> None:
         self._facts = facts
         self._metrics = metrics
+        self._problems = problems
         self._budget = budget
         self._rules: tuple[AutoscaleRule, ...] = ()
         self._resizes: dict[tuple[str, str], list[datetime]] = {}
         self._recommending: set[tuple[str, str]] = set()
         self._gauged: dict[str, set[str]] = {}
-        self.plans: list[Plan] = []
+        self.plans = PlanCatalogue()
+        self.plans_error: str | None = None
+        """Why the last read of the plan list failed, while no list has been read."""
         self.verdicts: dict[tuple[str, str], ServerVerdict] = {}
 
     @property
@@ -138,6 +152,9 @@ class AutoscalePolicy:
         names = {rule.name for rule in self._rules}
         for key in [key for key in self.verdicts if key[0] not in names]:
             del self.verdicts[key]
+        for rule in self._rules:
+            if not rule.enabled:
+                self._problems.settle(rule.name, ())
 
     def remember(self, entries: Iterable[LedgerEntry], recommending: Iterable[str]) -> None:
         """Learn past resizes from the ledger and firing recommendations from the alerts."""
@@ -160,48 +177,118 @@ class AutoscalePolicy:
             if not rule.enabled or SOURCE_OF[rule.provider] != source:
                 continue
             watched: set[str] = set()
+            holds: list[Hold] = []
             for server in self._facts.servers_of(rule.provider):
-                if not rule.servers.matches(server) or server.cores is None:
+                if not rule.servers.matches(server):
                     continue
                 watched.add(server.name)
-                self._evaluate(rule, server, now, scaled)
+                hold = self._evaluate(rule, server, now, scaled)
+                if hold is not None:
+                    holds.append(hold)
+            self._problems.settle(rule.name, holds)
             self._forget(rule, watched)
         return scaled
 
+    def _missing(self, rule: AutoscaleRule, server: ServerFact, cores: int | None) -> Hold | None:
+        """Return why the rule cannot size this server at all, if data it needs is missing."""
+        if rule.provider == "seeweb":
+            if not self.plans:
+                why = f" ({self.plans_error})" if self.plans_error else ""
+                return Hold(
+                    rule.name,
+                    "*",
+                    "plans_unavailable",
+                    f"no plan list has been read{why}: no plan can be recommended",
+                    PLANS_ENDPOINT,
+                    "plans",
+                )
+            plan = self.plans.get(server.plan)
+            if plan is None:
+                return Hold(
+                    rule.name,
+                    server.name,
+                    "plan_not_in_catalogue",
+                    f"{server.name}: its plan {server.plan!r} is not in the plan list "
+                    f"({len(self.plans)} plans, names compared in any case)",
+                    CORES_FROM["seeweb"][0],
+                    "server[].plan",
+                )
+            family = family_of(plan)
+            kin = [p for p in self.plans if same_kind(family_of(p), family)]
+            if not any(p.monthly_price is not None for p in kin):
+                return Hold(
+                    rule.name,
+                    server.name,
+                    "no_priced_plan",
+                    f"{server.name}: no plan of its family ({family.describe()}) carries a "
+                    "monthly price, so no move can be priced",
+                    PLANS_ENDPOINT,
+                    "plans[].montly_price",
+                )
+        if cores is None:
+            endpoint, field = CORES_FROM[rule.provider]
+            return Hold(
+                rule.name,
+                server.name,
+                "cores_unknown",
+                f"{server.name}: the listing does not say how many cores it has",
+                endpoint,
+                field,
+            )
+        return None
+
     def _evaluate(
         self, rule: AutoscaleRule, server: ServerFact, now: datetime, scaled: Scaled
-    ) -> None:
-        assert server.cores is not None
+    ) -> Hold | None:
+        """Decide for one server; return the hold when data the rule needs is missing."""
         key = (rule.name, server.name)
+        plan = self.plans.get(server.plan) if rule.provider == "seeweb" else None
+        # A listing without the cores still names the plan, which has them.
+        cores = server.cores if server.cores is not None else plan.cpu if plan else None
+        missing = self._missing(rule, server, cores)
+        if missing is not None or cores is None:
+            current = cores or 0
+            reason = missing.describe() if missing is not None else "cores unknown"
+            self.verdicts[key] = ServerVerdict(
+                rule.name,
+                rule.provider,
+                server.name,
+                Verdict(current, current, "hold", f"blocked: {reason}"),
+                now,
+                hold=missing,
+            )
+            return missing
         window = self._facts.cpu.get((rule.provider, server.name))
         samples = list(window) if window is not None else []
         history = [at for at in self._resizes.get(key, []) if now - at < DAY + timedelta(hours=1)]
         self._resizes[key] = history
-        sizes = (
-            sorted({plan.cpu for plan in self.plans if not plan.gpu})
-            if rule.provider == "seeweb"
-            else None
-        )
-        verdict = decide(rule.spec, samples, server.cores, now, history, sizes or None)
+        sizes = self.plans.sizes(plan) if plan is not None else server.sizes
+        verdict = decide(rule.spec, samples, cores, now, history, sizes or None)
+        hold: Hold | None = None
+        if verdict.missing is not None:
+            endpoint, field = CPU_FROM[rule.provider]
+            hold = Hold(
+                rule.name,
+                server.name,
+                verdict.missing,
+                f"{server.name}: {verdict.reason}",
+                endpoint.replace("{name}", server.name),
+                field,
+            )
         recommendation: Recommendation | None = None
-        if verdict.resize and rule.provider == "seeweb":
-            plan = choose_plan(self.plans, server.plan, verdict.target)
-            if plan is None or plan.name == server.plan:
+        if verdict.resize and plan is not None:
+            chosen = self.plans.choose(plan, verdict.target)
+            if chosen is None:
                 verdict = _held(
                     verdict,
-                    f"{verdict.reason}, but no other plan in /ecs/v2/plans has {verdict.target} "
-                    "cores and the disk and GPU of the current one",
+                    f"{verdict.reason}, but no other {family_of(plan).describe()} plan has "
+                    f"{verdict.target} cores and the disk of {plan.name}",
                 )
             else:
-                current = next((p for p in self.plans if p.name == server.plan), None)
                 difference = None
-                if (
-                    current is not None
-                    and current.monthly_price is not None
-                    and plan.monthly_price is not None
-                ):
-                    difference = round(plan.monthly_price - current.monthly_price, 2)
-                recommendation = Recommendation(plan.name, plan.cpu, server.plan, difference)
+                if plan.monthly_price is not None and chosen.monthly_price is not None:
+                    difference = round(chosen.monthly_price - plan.monthly_price, 2)
+                recommendation = Recommendation(chosen.name, chosen.cpu, plan.name, difference)
         if verdict.resize and verdict.direction == "up" and self._budget is not None:
             extra = recommendation.price_difference if recommendation else None
             allowed, why = self._budget.allow_scale_up(rule.name, server, extra)
@@ -209,7 +296,7 @@ class AutoscalePolicy:
                 verdict = _held(verdict, f"{verdict.reason}, but the budget says no: {why}")
                 recommendation = None
         self.verdicts[key] = ServerVerdict(
-            rule.name, rule.provider, server.name, verdict, now, recommendation
+            rule.name, rule.provider, server.name, verdict, now, recommendation, hold
         )
         self._metrics.autoscale_current.labels(rule.name, server.name).set(verdict.current)
         self._metrics.autoscale_target.labels(rule.name, server.name).set(verdict.target)
@@ -220,11 +307,12 @@ class AutoscalePolicy:
                 self._recommend(rule, server, verdict, recommendation, now, scaled)
             else:
                 self._resize(rule, server, verdict, now, scaled)
-        elif verdict.wanted == "hold" and key in self._recommending:
+        elif verdict.wanted == "hold" and key in self._recommending and hold is None:
             # The load is back within the thresholds: the advice no longer stands.
             self._recommending.discard(key)
             scaled.resolve.append(recommendation_key(rule.name, server.name))
             self._clear_recommendation(server.name)
+        return hold
 
     def _resize(
         self,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,6 +32,7 @@ from daemon.facts import Facts, PodFact, ServerFact
 from daemon.models import Decision, Event, Mode
 from daemon.notify.model import Severity, event_alert
 from daemon.observability.metrics import Metrics
+from daemon.observability.problems import Hold, Problems
 from daemon.policies.spend import (
     SEEWEB,
     Reconciled,
@@ -42,7 +43,7 @@ from daemon.policies.spend import (
     server_in_scope,
 )
 from daemon.providers.errors import ProviderError
-from daemon.providers.records import Plan
+from daemon.providers.plans import PlanCatalogue
 from daemon.providers.seeweb import SeewebClient
 from daemon.sources.base import drop_series
 from daemon.state.store import BudgetRecord, LedgerEntry, Store
@@ -164,6 +165,31 @@ def approval_id(decision_key: str) -> str:
     return hashlib.sha256(decision_key.encode()).hexdigest()[:10]
 
 
+# Where the spend's data comes from, for the holds that name what is missing.
+BILL_FROM = ("GET /ecs/v2/billing/servers/{year}/{month}", "[].cost")
+PRICE_FROM = {
+    "server": ("GET /ecs/v2/plans", "plans[].hourly_price"),
+    "pod": ("[budget] gpu_prices, GET /k8sgpu/v1/billing/{year}/{month}", "pods[].online_hour"),
+}
+
+
+def _holds(rule: BudgetRule, spend: Spend, unusable: str | None) -> list[Hold]:
+    """Return what keeps a budget from counting or acting on its spend fully."""
+    holds = [Hold(rule.name, "*", "bill_stale", unusable, *BILL_FROM)] if unusable else []
+    for item in spend.unpriced:
+        kind = item.partition(":")[0]
+        holds.append(
+            Hold(
+                rule.name,
+                item,
+                "unpriced",
+                f"{item} runs but its price is unknown: the estimate counts it as free",
+                *PRICE_FROM.get(kind, PRICE_FROM["server"]),
+            )
+        )
+    return holds
+
+
 class BudgetPolicy:
     """Evaluate budget rules: spend gauges, warnings, enforcement decisions, the scale-up gate."""
 
@@ -173,11 +199,13 @@ class BudgetPolicy:
         facts: Facts,
         metrics: Metrics,
         log: Logger,
-        plans: Callable[[], Sequence[Plan]],
+        plans: Callable[[], PlanCatalogue],
+        problems: Problems,
         gpu_prices: Mapping[str, float] | None = None,
     ) -> None:
         self._facts = facts
         self._metrics = metrics
+        self._problems = problems
         self._log = log
         self.power: dict[str, str] = {}
         self.model = SpendModel(
@@ -354,6 +382,7 @@ class BudgetPolicy:
         self._evaluated_at = now
         for rule in self._rules:
             if not rule.enabled:
+                self._problems.settle(rule.name, ())
                 continue
             try:
                 spend, reconciled = self.model.spend(rule.name, rule.scope, now)
@@ -362,18 +391,22 @@ class BudgetPolicy:
                 self.views[rule.name] = BudgetView(
                     rule.name, rule.scope.describe(), rule.cap, None, str(exc)
                 )
+                hold = Hold(rule.name, "*", "no_bill", str(exc), *BILL_FROM)
+                self._problems.settle(rule.name, [hold])
                 continue
             self._spend[rule.name] = spend
             self._gauge(rule, spend, reconciled)
             self._warn(rule, spend, now, out)
+            unusable = self._unusable(rule, spend, now)
             self.views[rule.name] = BudgetView(
                 rule.name,
                 rule.scope.describe(),
                 rule.cap,
                 spend,
-                self._unusable(rule, spend, now) or "",
+                unusable or "",
                 tuple(self._step(rule, step, spend, now, out) for step in rule.steps),
             )
+            self._problems.settle(rule.name, _holds(rule, spend, unusable))
         return out
 
     def _gauge(self, rule: BudgetRule, spend: Spend, reconciled: Reconciled | None) -> None:
@@ -540,7 +573,7 @@ class BudgetPolicy:
         if step.kind == "power_off":
             assert step.servers is not None
             selector = step.servers
-            prices = {plan.name: plan.hourly_price or 0.0 for plan in self.model.plans()}
+            catalogue = self.model.plans()
             servers = [
                 server
                 for server in self._facts.servers_of(SEEWEB)
@@ -549,7 +582,7 @@ class BudgetPolicy:
                 and self.power.get(server.name) in (None, "RUNNING")
             ]
             # The dearest first: the most saved per server touched.
-            servers.sort(key=lambda s: (-prices.get(s.plan or "", 0.0), s.name))
+            servers.sort(key=lambda s: (-(catalogue.hourly_price(s.plan) or 0.0), s.name))
             return [t for t in map(_power_off, servers) if fresh(t)]
         assert step.cluster is not None
         pods = [

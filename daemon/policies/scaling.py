@@ -59,6 +59,8 @@ class Verdict:
     cpu_percent: float | None = None
     wanted: Direction = "hold"
     """Where the load alone points, before cooldown, caps, windows and sizes had their say."""
+    missing: str | None = None
+    """Why the samples could not be judged (`no_cpu_samples`, `cpu_samples_stale`), if so."""
 
     @property
     def resize(self) -> bool:
@@ -130,7 +132,7 @@ def decide(
 ) -> Verdict:
     """Return the verdict for one server from its CPU samples (oldest first) and past resizes."""
     if not samples:
-        return Verdict(current, current, "hold", "no CPU samples yet")
+        return Verdict(current, current, "hold", "no CPU samples yet", missing="no_cpu_samples")
     latest = samples[-1]
     cpu = round(percent_of(latest, current), 1)
 
@@ -140,7 +142,14 @@ def decide(
         return Verdict(current, current, "hold", reason, cpu, direction)
 
     if now - latest.time > STALE_AFTER:
-        return hold(f"the newest CPU sample is from {latest.time.isoformat()}: too old to act on")
+        return Verdict(
+            current,
+            current,
+            "hold",
+            f"the newest CPU sample is from {latest.time.isoformat()}: too old to act on",
+            cpu,
+            missing="cpu_samples_stale",
+        )
     up, down = spec.up, spec.down
     since = held_since(samples, current, lambda pct: pct > up.percent)
     if since is not None and (now - since).total_seconds() >= up.for_s:

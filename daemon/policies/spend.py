@@ -12,13 +12,14 @@ hours is compared with what they were billed: that difference is the estimate's 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from daemon.engine.engine import BudgetScope
 from daemon.facts import Facts, MonthBills, PodFact, ServerFact
-from daemon.providers.records import GpuPodBill, Plan, ServerBill
+from daemon.providers.plans import PlanCatalogue
+from daemon.providers.records import GpuPodBill, ServerBill
 
 SEEWEB = "seeweb"
 RUNNING = "RUNNING"
@@ -136,7 +137,7 @@ class SpendModel:
         self,
         facts: Facts,
         *,
-        plans: Callable[[], Sequence[Plan]],
+        plans: Callable[[], PlanCatalogue],
         gpu_prices: Mapping[str, float],
         power: Callable[[str], str | None] = lambda _name: None,
     ) -> None:
@@ -238,7 +239,7 @@ class SpendModel:
         items: list[tuple[str, float]],
         unpriced: list[str],
     ) -> None:
-        prices = {plan.name: plan.hourly_price for plan in self.plans()}
+        catalogue = self.plans()
         rows = {row.name: row for row in bills.servers if row.deletion_date is None}
         listed = {s.name: s for s in self._facts.servers_of(SEEWEB)}
         for name in sorted(rows.keys() | listed.keys()):
@@ -251,7 +252,7 @@ class SpendModel:
                 # Off: its hours are discounted (wholly, in the simulator); counted as free.
                 continue
             plan = fact.plan if fact is not None else row.plan if row is not None else None
-            price = prices.get(plan or "")
+            price = catalogue.hourly_price(plan)
             if price is None and row is not None and row.billed_hours:
                 price = row.cost / row.billed_hours
             if price is None:

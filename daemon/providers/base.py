@@ -33,12 +33,19 @@ from daemon.providers.errors import (
     RequestRejected,
     ServerError,
 )
-from daemon.providers.records import Record, RecordError, parse_record
+from daemon.providers.records import ItemProblem, Record, RecordError, parse_record
 
 RecordT = TypeVar("RecordT", bound=BaseModel)
 
 #: Called once per attempt as (provider, endpoint template, "200" | "timeout" | "error", seconds).
 RequestObserver = Callable[[str, str, str, float], None]
+#: Called for each list item an answer held that did not parse, as (provider, endpoint, problem).
+#: The endpoint is `METHOD template`, e.g. `GET /ecs/v2/servers`.
+ProblemObserver = Callable[[str, str, ItemProblem], None]
+
+# Each unreadable item is logged as a warning the first time, then only counted; this bounds the
+# memory of which were logged (a provider sending thousands of bad items starts over).
+_MAX_REMEMBERED_PROBLEMS = 10_000
 
 _RETRY_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Statuses where the API guarantees the request was not carried out, so even a mutating call may
@@ -87,6 +94,24 @@ def _to_secret(value: Any) -> Secret:
 
 #: A token field in a login answer, wrapped as a Secret the moment it is parsed.
 SecretToken = Annotated[Secret, BeforeValidator(_to_secret)]
+
+
+class Listing(Record):
+    """A page of a listing under `items_key`; `listed` counts the items the answer held.
+
+    Unreadable items are left out of the parsed list (see `EachItem`), so a short parsed page
+    need not be the last one: paging goes by `listed`.
+    """
+
+    items_key: ClassVar[str]
+    listed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get(cls.items_key), list):
+            return {**data, "listed": len(data[cls.items_key])}
+        return data
 
 
 class Envelope(Record):
@@ -289,7 +314,9 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True)
-class _Call:
+class Call:
+    """One logical call: the method, the endpoint template and the path it filled in."""
+
     method: str
     endpoint: str
     path: str
@@ -340,6 +367,8 @@ class HttpProvider:
     name: ClassVar[str] = "http"
     api_prefix: ClassVar[str] = ""
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: What an operator should check when the provider refuses the credentials (401/403).
+    auth_hint: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -352,6 +381,7 @@ class HttpProvider:
         rng: random.Random | None = None,
         logger: RequestLog | None = None,
         observer: RequestObserver | None = None,
+        on_problem: ProblemObserver | None = None,
     ) -> None:
         root = base_url.rstrip("/")
         if self.api_prefix and root.endswith(self.api_prefix):
@@ -365,6 +395,8 @@ class HttpProvider:
         self._rng = rng or random.Random()
         self._log = logger
         self._observer = observer
+        self._on_problem = on_problem
+        self._problems_logged: set[tuple[str, str, str]] = set()
         self._bucket = TokenBucket(self._settings.requests_per_second, self._settings.burst, clock)
         self._slots = asyncio.Semaphore(self._settings.max_concurrency)
 
@@ -412,7 +444,12 @@ class HttpProvider:
             retry_safe=retry_safe,
             authenticate=authenticate,
         )
-        return self.parse(kind, self.decode_json(reply), reply, show_input=show_input)
+        data = self.decode_json(reply)
+        self.check_answer(data, reply)
+        return self.parse(kind, data, reply, show_input=show_input)
+
+    def check_answer(self, data: Any, reply: Reply) -> None:
+        """Raise when a 2xx answer's body says the call failed; the default trusts the status."""
 
     async def request(
         self,
@@ -434,7 +471,7 @@ class HttpProvider:
         concrete = self.api_prefix + endpoint.format_map(
             {key: quote(str(value), safe="") for key, value in (path or {}).items()}
         )
-        call = _Call(method, endpoint, concrete)
+        call = Call(method, endpoint, concrete)
         safe = method in _RETRY_SAFE_METHODS if retry_safe is None else retry_safe
         query = {k: str(v) for k, v in (params or {}).items() if v is not None}
         attempt = 0
@@ -491,7 +528,7 @@ class HttpProvider:
 
     async def _attempt(
         self,
-        call: _Call,
+        call: Call,
         headers: Mapping[str, str],
         query: Mapping[str, str],
         body: Mapping[str, object] | None,
@@ -531,7 +568,7 @@ class HttpProvider:
                 if outcome is not None:
                     self._observe(call, outcome, self._clock.monotonic() - started)
 
-    def _observe(self, call: _Call, outcome: str, seconds: float) -> None:
+    def _observe(self, call: Call, outcome: str, seconds: float) -> None:
         if self._log is not None:
             self._log.debug(
                 "provider_request",
@@ -545,7 +582,7 @@ class HttpProvider:
             self._observer(self.name, call.endpoint, outcome, seconds)
 
     def _classify(
-        self, call: _Call, reply: Reply, retry_safe: bool
+        self, call: Call, reply: Reply, retry_safe: bool
     ) -> tuple[ProviderError, bool, float | None]:
         """Return the error a non-2xx reply means, whether to retry, and any Retry-After."""
         status = reply.status
@@ -553,7 +590,8 @@ class HttpProvider:
         detail = f"HTTP {status}" + (f": {reason}" if reason else "")
         where = (self.name, call.method, call.path)
         if status in (401, 403):
-            return AuthError(*where, f"credentials refused ({detail})"), False, None
+            hint = f"; {self.auth_hint}" if self.auth_hint else ""
+            return AuthError(*where, f"credentials refused ({detail}){hint}"), False, None
         if status == 404:
             return NotFoundError(*where, f"not found ({detail})"), False, None
         if status == 409:
@@ -594,6 +632,13 @@ class HttpProvider:
             detail = f"invalid JSON at byte {exc.pos} of {len(reply.body)}: {exc.msg}"
         raise BadResponseError(self.name, reply.method, reply.path, detail) from None
 
+    def decode_body(self, reply: Reply) -> Any:
+        """Return the reply's JSON, or None when it is not JSON (an error page, say)."""
+        try:
+            return json.loads(reply.body)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return None
+
     def decode_text(self, reply: Reply) -> str:
         """Return the reply's body as text, or raise BadResponseError naming the endpoint."""
         try:
@@ -606,11 +651,48 @@ class HttpProvider:
     def parse(
         self, kind: type[RecordT], data: Any, reply: Reply, *, show_input: bool = True
     ) -> RecordT:
-        """Validate `data` as `kind`, or raise BadResponseError naming the endpoint and field."""
+        """Validate `data` as `kind`, or raise BadResponseError naming the endpoint and field.
+
+        List items that do not fit are left out and reported (`report_problem`); the rest of the
+        answer is still used.
+        """
+        problems: list[ItemProblem] = []
         try:
-            return parse_record(kind, data, show_input=show_input)
+            parsed = parse_record(kind, data, show_input=show_input, problems=problems)
         except RecordError as exc:
             raise BadResponseError(self.name, reply.method, reply.path, str(exc)) from None
+        for problem in problems:
+            self.report_problem(f"{reply.method} {self.api_prefix}{reply.endpoint}", problem)
+        return parsed
+
+    def report_problem(self, endpoint: str, problem: ItemProblem) -> None:
+        """Count an unreadable item; log it as a warning the first time it is seen."""
+        if self._on_problem is not None:
+            self._on_problem(self.name, endpoint, problem)
+        if self._log is None:
+            return
+        cause = (endpoint, problem.field, problem.item)
+        if cause in self._problems_logged:
+            self._log.debug(
+                "provider_item_unreadable",
+                provider=self.name,
+                endpoint=endpoint,
+                field=problem.field,
+                item=problem.item,
+            )
+            return
+        if len(self._problems_logged) >= _MAX_REMEMBERED_PROBLEMS:
+            self._problems_logged.clear()
+        self._problems_logged.add(cause)
+        self._log.warning(
+            "provider_item_unreadable",
+            provider=self.name,
+            endpoint=endpoint,
+            field=problem.field,
+            item=problem.item,
+            error=problem.message,
+            kept="the other items of the answer",
+        )
 
 
 def _describe_client_error(exc: aiohttp.ClientError) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Annotated
 
 import aiohttp
 from pydantic import ConfigDict, RootModel
@@ -14,6 +15,8 @@ from daemon.providers.base import (
     HttpProvider,
     IssuedToken,
     JwtAuth,
+    Listing,
+    ProblemObserver,
     RequestLog,
     RequestObserver,
     Secret,
@@ -21,10 +24,12 @@ from daemon.providers.base import (
 )
 from daemon.providers.records import (
     Cluster,
+    EachItem,
     GpuBill,
     GpuEvent,
     Integer,
     Number,
+    PageItems,
     Pod,
     Record,
     Text,
@@ -46,7 +51,7 @@ class _Login(Record):
     max_age: Number = None
 
 
-class _Clusters(RootModel[tuple[Cluster, ...]]):
+class _Clusters(RootModel[Annotated[tuple[Cluster, ...], EachItem]]):
     pass
 
 
@@ -55,13 +60,14 @@ class _ClusterReply(Envelope):
     cluster: Cluster
 
 
-class _EventsPage(Record):
-    items: tuple[GpuEvent, ...]
+class _EventsPage(Listing):
+    items_key = "items"
+    items: Annotated[tuple[GpuEvent, ...], EachItem]
     length: Integer = None
     total: Integer = None
 
 
-class _Pods(RootModel[tuple[Pod, ...]]):
+class _Pods(RootModel[Annotated[tuple[Pod, ...], EachItem]]):
     pass
 
 
@@ -89,6 +95,7 @@ class K8sGpuClient(HttpProvider):
         rng: random.Random | None = None,
         logger: RequestLog | None = None,
         observer: RequestObserver | None = None,
+        on_problem: ProblemObserver | None = None,
     ) -> None:
         self._username = username
         self._password = password
@@ -101,6 +108,7 @@ class K8sGpuClient(HttpProvider):
             rng=rng,
             logger=logger,
             observer=observer,
+            on_problem=on_problem,
         )
 
     async def _login(self) -> IssuedToken:
@@ -142,8 +150,8 @@ class K8sGpuClient(HttpProvider):
             "/events/",
             params={"offset": offset, "length": length, "search": search},
         )
-        total = page.total if page.total is not None else offset + len(page.items)
-        return list(page.items), total
+        total = page.total if page.total is not None else offset + page.listed
+        return PageItems(page.items, page.listed), total
 
     async def list_pods(self, cluster: str | None = None) -> list[Pod]:
         """Return the pods, optionally of one tenant."""

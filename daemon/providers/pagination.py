@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from daemon.providers.errors import PaginationLimitError
-from daemon.providers.records import Action, GpuEvent, LogEntry
+from daemon.providers.records import Action, GpuEvent, LogEntry, PageItems
 
 DEFAULT_PAGE_SIZE = 50
 DEFAULT_MAX_PAGES = 20
@@ -105,9 +105,11 @@ async def walk_newest_first(
             if item.id <= high_water:
                 return _result(seen, high_water)
             seen.setdefault(item.id, item)
-        if len(page) < page_size:
+        # Items the client could not read were left out of the page, not out of the listing.
+        listed = page.listed if isinstance(page, PageItems) else len(page)
+        if listed < page_size:
             return _result(seen, high_water)
-        offset += len(page)
+        offset += listed
     items, top = _result(seen, high_water)
     provider, method, endpoint = where
     raise PaginationLimitError(

@@ -9,7 +9,10 @@ one normalized shape. Unknown fields are ignored; missing optional ones become N
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any, TypeVar
 
 from pydantic import (
@@ -21,6 +24,8 @@ from pydantic import (
     Field,
     JsonValue,
     ValidationError,
+    ValidationInfo,
+    WrapValidator,
 )
 
 # --- lenient scalar types ------------------------------------------------------------------------
@@ -131,8 +136,9 @@ def _to_bool(value: object) -> bool | None:
         return value
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
-        return value.strip().lower() in ("true", "1")
+    # Glesys answers "yes"/"no" where others send booleans.
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
     raise ValueError(f"invalid boolean {value!r}")
 
 
@@ -142,6 +148,13 @@ def _to_lower(value: object) -> str:
 
 def _to_upper(value: object) -> str:
     return _to_required_text(value).strip().upper()
+
+
+def _to_ref_id(value: object) -> object:
+    """Read a reference given as an id or as the whole referenced object (`{"id": …}`)."""
+    if isinstance(value, dict):
+        return value.get("id")
+    return value
 
 
 Timestamp = Annotated[datetime | None, BeforeValidator(_to_datetime)]
@@ -155,6 +168,105 @@ RequiredText = Annotated[str, BeforeValidator(_to_required_text)]
 Flag = Annotated[bool | None, BeforeValidator(_to_bool)]
 LowerText = Annotated[str, BeforeValidator(_to_lower)]
 UpperText = Annotated[str, BeforeValidator(_to_upper)]
+# Pydantic runs before-validators last first: the object is unwrapped, then read as an integer.
+RefId = Annotated[int | None, BeforeValidator(_to_int), BeforeValidator(_to_ref_id)]
+"""An id that may arrive bare or as the whole object it names (the live API nests snapshots)."""
+
+
+# --- lists whose items are parsed one by one -----------------------------------------------------
+
+#: The validation context key under which `parse_record` collects the items it left out.
+PROBLEMS = "problems"
+
+
+@dataclass(frozen=True, slots=True)
+class ItemProblem:
+    """One item of a list answer that did not fit its record, and so was left out of the list.
+
+    `field` is the path's template (`server[].plan_size.core`), the same for every item of that
+    list, so that it can label a metric; `item` names the one left out (its id or name).
+    """
+
+    field: str
+    item: str
+    message: str
+
+
+_IDENTITY_KEYS = ("name", "id", "serverid", "uuid", "snapshot", "hostname")
+
+
+def _identity(item: object, index: int) -> str:
+    """Return what names a list item in a log line: its name or id, else its position."""
+    if isinstance(item, dict):
+        for key in _IDENTITY_KEYS:
+            value = item.get(key)
+            if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+                return str(value)[:80]
+    return f"#{index}"
+
+
+def _keep_good_items(
+    value: Any, handler: Any, info: ValidationInfo, *, key: str | None = None
+) -> Any:
+    """Validate a list; when items fail, drop them, report each, and validate the rest again.
+
+    Without a problem list in the validation context the list is strict, as any other field.
+    """
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        sink = info.context.get(PROBLEMS) if isinstance(info.context, dict) else None
+        if not isinstance(sink, list) or not isinstance(value, list | tuple):
+            raise
+        bad: dict[int, Any] = {}
+        for error in exc.errors(include_url=False):
+            loc = tuple(error["loc"])
+            if not loc or not isinstance(loc[0], int):
+                raise  # the list itself is wrong, not one of its items
+            bad.setdefault(loc[0], error)
+        name = key if key is not None else "" if info.field_name == "root" else info.field_name
+        for index, error in sorted(bad.items()):
+            inner = field_path(tuple(error["loc"])[1:])
+            where = f"{name or ''}[]" + ("" if inner == "body" else f".{inner}")
+            sink.append(ItemProblem(where, _identity(value[index], index), _message(error)))
+        # Validating the good items again repeats what their own nested lists reported.
+        mark = len(sink)
+        kept = handler([item for index, item in enumerate(value) if index not in bad])
+        del sink[mark:]
+        return kept
+
+
+def each_item(key: str | None = None) -> WrapValidator:
+    """Return the annotation that reads a list item by item: a bad item is left out, reported.
+
+    `key` is the list's name in the answer, where the record names the field otherwise.
+    """
+    return WrapValidator(partial(_keep_good_items, key=key))
+
+
+def _message(error: Any) -> str:
+    message = str(error["msg"])
+    if error["type"] == "value_error":
+        return message.removeprefix("Value error, ")
+    return message[:1].lower() + message[1:]
+
+
+EachItem = each_item()
+"""Annotate a list field with this: one bad item is left out and reported, not fatal."""
+
+ItemT = TypeVar("ItemT")
+
+
+class PageItems(list[ItemT]):
+    """The items read from one page of a listing, and how many the page listed.
+
+    Unreadable items are left out, so `listed` can exceed `len()`: paging must go by `listed`,
+    or a page with a bad item would look like the last one.
+    """
+
+    def __init__(self, items: Iterable[ItemT] = (), listed: int | None = None) -> None:
+        super().__init__(items)
+        self.listed = len(self) if listed is None else max(listed, len(self))
 
 
 class Record(BaseModel):
@@ -263,7 +375,11 @@ class Server(Record):
     status: Text = None
     progress: Integer = None
     api_version: Text = None
+    api_version_value: Integer = None
     user: Text = None
+    virttype: Text = None
+    # The live API nests the whole snapshot; only its id is kept.
+    last_restored_snapshot: RefId = None
 
     @property
     def cores(self) -> int | None:
@@ -327,28 +443,44 @@ class Image(Record):
     cloud_image: Flag = None
     so_base: Text = None
     api_version: Text = None
+    api_version_value: Integer = None
     version: Text = None
+    required_disk: Integer = None
+    deletion_date: Timestamp = None
 
 
 class Template(Image):
     """A private image made from a server or a snapshot."""
 
-    required_disk: Integer = None
-    api_version_value: Integer = None
+
+class HostedServer(Record):
+    """A server of ours that a host already runs (`/plans/availables`)."""
+
+    name: RequiredText
+    notes: Text = None
+
+
+def _hosted(value: object) -> object:
+    """Read a host's servers: `{name, notes}` objects live, bare names in older answers."""
+    if value is None:
+        return ()
+    if isinstance(value, list | tuple):
+        return [{"name": item} if isinstance(item, str) else item for item in value]
+    return value
 
 
 class HostAvailability(Record):
     """A physical host a plan can start on, and the servers of ours already on it."""
 
     host: RequiredText
-    servers: tuple[str, ...] = ()
+    servers: Annotated[tuple[HostedServer, ...], BeforeValidator(_hosted), EachItem] = ()
 
 
 class RegionAvailability(Record):
     """Where a plan can be activated right now."""
 
     region: RequiredText
-    hosts: tuple[HostAvailability, ...] = ()
+    hosts: Annotated[tuple[HostAvailability, ...], EachItem] = ()
 
 
 class Plan(Record):
@@ -362,15 +494,18 @@ class Plan(Record):
     gpu: Integer = None
     gpu_label: Text = None
     hourly_price: Number = None
-    monthly_price: Number = None
+    # The live API spells it "montly_price"; the docs "monthly_price".
+    monthly_price: Number = Field(
+        default=None, validation_alias=AliasChoices("montly_price", "monthly_price")
+    )
     windows: Flag = None
     host_type: Text = None
     available: Flag = None
-    regions: tuple[Region, ...] = Field(
+    regions: Annotated[tuple[Region, ...], each_item("available_regions")] = Field(
         default=(), validation_alias=AliasChoices("available_regions", "regions")
     )
-    os_availables: tuple[Image, ...] = ()
-    region_availables: tuple[RegionAvailability, ...] = ()
+    os_availables: Annotated[tuple[Image, ...], EachItem] = ()
+    region_availables: Annotated[tuple[RegionAvailability, ...], EachItem] = ()
 
 
 class Snapshot(Record):
@@ -379,7 +514,8 @@ class Snapshot(Record):
     id: RequiredInteger
     name: Text = None
     user: Text = None
-    snapshot_parent: Integer = None
+    # The docs show an id; the live API nests the parent snapshot whole.
+    snapshot_parent: RefId = None
     snapshot_parent_name: Text = None
     is_last_restored: Flag = None
     protected: Flag = None
@@ -632,10 +768,20 @@ def _describe(exc: ValidationError, root: str, show_input: bool) -> str:
 
 
 def parse_record(
-    kind: type[RecordT], data: Any, *, root: str = "", show_input: bool = True
+    kind: type[RecordT],
+    data: Any,
+    *,
+    root: str = "",
+    show_input: bool = True,
+    problems: list[ItemProblem] | None = None,
 ) -> RecordT:
-    """Validate `data` as `kind`, or raise RecordError naming the field path."""
+    """Validate `data` as `kind`, or raise RecordError naming the field path.
+
+    With `problems`, items of `EachItem` lists that do not fit are left out and appended there;
+    without it such a list is strict.
+    """
+    context = {PROBLEMS: problems} if problems is not None else None
     try:
-        return kind.model_validate(data)
+        return kind.model_validate(data, context=context)
     except ValidationError as exc:
         raise RecordError(_describe(exc, root, show_input)) from None

@@ -6,7 +6,7 @@ import random
 from typing import Annotated, Any, Literal
 
 import aiohttp
-from pydantic import AliasChoices, BeforeValidator, ConfigDict, Field, RootModel
+from pydantic import AliasChoices, BeforeValidator, ConfigDict, Field, RootModel, model_validator
 
 from daemon.clock import Clock
 from daemon.providers.base import (
@@ -17,16 +17,22 @@ from daemon.providers.base import (
     HttpProvider,
     IssuedToken,
     JwtAuth,
+    Listing,
+    ProblemObserver,
     RequestLog,
     RequestObserver,
     Secret,
     SecretToken,
 )
+from daemon.providers.errors import BadResponseError
 from daemon.providers.records import (
     Account,
     Action,
+    EachItem,
+    Image,
     Integer,
     LogEntry,
+    PageItems,
     Plan,
     Record,
     Region,
@@ -43,6 +49,7 @@ from daemon.providers.records import (
     TemplateBilling,
     Text,
     Timestamp,
+    each_item,
 )
 
 #: Header for long-lived API tokens; the docs also spell it X-API-TOKEN, real clients send this.
@@ -66,6 +73,13 @@ def _region_name(value: Any) -> Any:
     return value
 
 
+def _flat_regions(value: Any) -> Any:
+    """Read available regions: the live API nests the list (`[["it-fr2", …]]`); the docs do not."""
+    if isinstance(value, list) and all(isinstance(item, list) for item in value):
+        return [region for inner in value for region in inner]
+    return value
+
+
 ActionRef = Annotated[RequiredInteger, BeforeValidator(_action_id)]
 
 
@@ -77,9 +91,24 @@ class _Login(Record):
     status: Text = None
 
 
-class _ActionsPage(Record):
-    actions: tuple[Action, ...]
+class _ActionsPage(Listing):
+    items_key = "actions"
+    actions: Annotated[tuple[Action, ...], EachItem]
     total_actions: Integer = None
+
+
+class _ActionStarted(Record):
+    """A server action's answer: the action itself (bare or wrapped), or only its id."""
+
+    action: Action | None = None
+    action_id: Integer = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_bare(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "action" not in data and "action_id" not in data:
+            return {"action": data}
+        return data
 
 
 class _ActionReply(Envelope):
@@ -87,8 +116,9 @@ class _ActionReply(Envelope):
     key = "action"
 
 
-class _LogsPage(Record):
-    logs: tuple[LogEntry, ...]
+class _LogsPage(Listing):
+    items_key = "logs"
+    logs: Annotated[tuple[LogEntry, ...], EachItem]
     total_logs: Integer = None
 
 
@@ -103,8 +133,11 @@ class _AccountReply(Envelope):
 
 
 class _ServersPage(Record):
-    # The docs name the list "server" (singular); accept the plural as well.
-    servers: tuple[Server, ...] = Field(validation_alias=AliasChoices("server", "servers"))
+    # The docs and the live API name the list "server" (singular); accept the plural as well.
+    servers: Annotated[tuple[Server, ...], each_item("server")] = Field(
+        validation_alias=AliasChoices("server", "servers")
+    )
+    count: Integer = None
 
 
 class _ServerReply(Record):
@@ -126,7 +159,7 @@ class _MetricsReply(Record):
 
 
 class _SnapshotsPage(Record):
-    snapshots: tuple[Snapshot, ...]
+    snapshots: Annotated[tuple[Snapshot, ...], EachItem]
 
 
 class _SnapshotReply(Record):
@@ -139,7 +172,7 @@ class _SnapshotAndAction(Record):
 
 
 class _TemplatesPage(Record):
-    templates: tuple[Template, ...]
+    templates: Annotated[tuple[Template, ...], EachItem]
 
 
 class _TemplateReply(Record):
@@ -152,15 +185,21 @@ class _TemplateCreated(Record):
 
 
 class _PlansPage(Record):
-    plans: tuple[Plan, ...]
+    plans: Annotated[tuple[Plan, ...], EachItem]
 
 
 class _RegionsPage(Record):
-    regions: tuple[Region, ...]
+    regions: Annotated[tuple[Region, ...], EachItem]
+
+
+class _ImagesPage(Record):
+    images: Annotated[tuple[Image, ...], EachItem]
 
 
 class _AvailableRegions(Record):
-    regions: tuple[Annotated[str, BeforeValidator(_region_name)], ...]
+    regions: Annotated[
+        tuple[Annotated[str, BeforeValidator(_region_name)], ...], BeforeValidator(_flat_regions)
+    ]
 
 
 class _ServerBills(RootModel[tuple[ServerBill, ...]]):
@@ -191,6 +230,7 @@ class SeewebClient(HttpProvider):
         rng: random.Random | None = None,
         logger: RequestLog | None = None,
         observer: RequestObserver | None = None,
+        on_problem: ProblemObserver | None = None,
     ) -> None:
         auth: Authenticator
         if token is not None and username is None and password is None:
@@ -210,6 +250,7 @@ class SeewebClient(HttpProvider):
             rng=rng,
             logger=logger,
             observer=observer,
+            on_problem=on_problem,
         )
 
     async def _login(self) -> IssuedToken:
@@ -246,8 +287,8 @@ class SeewebClient(HttpProvider):
             "/actions",
             params={"start": start, "length": length, "resource": resource},
         )
-        total = page.total_actions if page.total_actions is not None else start + len(page.actions)
-        return list(page.actions), total
+        total = page.total_actions if page.total_actions is not None else start + page.listed
+        return PageItems(page.actions, page.listed), total
 
     async def get_action(self, action_id: int) -> Action:
         """Return one action by id."""
@@ -264,8 +305,8 @@ class SeewebClient(HttpProvider):
             "/logs",
             params={"start": start, "length": length, "resource": resource},
         )
-        total = page.total_logs if page.total_logs is not None else start + len(page.logs)
-        return list(page.logs), total
+        total = page.total_logs if page.total_logs is not None else start + page.listed
+        return PageItems(page.logs, page.listed), total
 
     async def get_log(self, log_id: int) -> LogEntry:
         """Return one audit-log entry by id."""
@@ -333,9 +374,18 @@ class SeewebClient(HttpProvider):
         if snapshot is not None:
             body["snapshot"] = snapshot
         reply = await self.fetch(
-            _ActionReply, "POST", "/servers/{name}/actions", path={"name": name}, body=body
+            _ActionStarted, "POST", "/servers/{name}/actions", path={"name": name}, body=body
         )
-        return reply.action
+        if reply.action is not None:
+            return reply.action
+        if reply.action_id is not None:
+            return await self.get_action(reply.action_id)
+        raise BadResponseError(
+            self.name,
+            "POST",
+            f"{self.api_prefix}/servers/{name}/actions",
+            "no action in the answer",
+        )
 
     # --- snapshots -------------------------------------------------------------------------------
 
@@ -446,6 +496,10 @@ class SeewebClient(HttpProvider):
     async def list_available_plans(self) -> list[Plan]:
         """Return the plans that can be activated right now, with images and hosts."""
         return list((await self.fetch(_PlansPage, "GET", "/plans/availables")).plans)
+
+    async def list_images(self) -> list[Image]:
+        """Return the public base images."""
+        return list((await self.fetch(_ImagesPage, "GET", "/images/basics")).images)
 
     async def list_regions(self) -> list[Region]:
         """Return every region."""

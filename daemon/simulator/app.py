@@ -49,6 +49,10 @@ class Credentials:
     username: str = "demo"
     password: str = "demo"  # noqa: S105 - a documented simulator default
     glesys_project: str = "cl12345"
+    # A Glesys permanent key works only from the addresses on its list and for the functions it
+    # is granted (`server/list`, ...); None allows any.
+    glesys_addresses: tuple[str, ...] | None = None
+    glesys_functions: frozenset[str] | None = None
 
 
 @dataclass(slots=True)
@@ -153,15 +157,18 @@ def realm_of(path: str) -> str:
     return "other"
 
 
-def error_response(realm: str, status: int, message: str, now: datetime) -> web.Response:
-    """Return an error in the shape the API of `realm` uses."""
+def error_response(
+    realm: str, status: int, message: str, now: datetime, *, code: int | None = None
+) -> web.Response:
+    """Return an error in the shape the API of `realm` uses (`code`: Glesys's own, if other)."""
     body: dict[str, Any]
     if realm == "glesys":
-        body = {"response": {"status": _glesys_status(status, message, now)}}
+        body = {"response": {"status": _glesys_status(code or status, message, now)}}
     elif realm == "k8sgpu":
         body = {"detail": message}  # the Serverless GPU API answers like Django REST framework
     else:
-        body = {"status": "error", "code": status, "message": message}
+        # The envelope Seeweb's own client reads: {"error_code", "status", "message"}.
+        body = {"error_code": status, "status": "error", "message": message}
     return web.json_response(body, status=status)
 
 
@@ -171,8 +178,14 @@ def _glesys_status(code: int, text: str, now: datetime) -> dict[str, Any]:
 
 def glesys_response(payload: dict[str, Any], now: datetime, args: dict[str, Any]) -> web.Response:
     """Wrap a Glesys payload in its envelope."""
+    # The live API, in PHP, echoes no arguments as an empty list, not an empty object.
+    echoed: dict[str, Any] | list[Any] = args or []
     body = {
-        "response": {"status": _glesys_status(200, "OK", now), **payload, "debug": {"input": args}}
+        "response": {
+            "status": _glesys_status(200, "OK", now),
+            **payload,
+            "debug": {"input": echoed},
+        }
     }
     return web.json_response(body)
 
@@ -267,6 +280,8 @@ async def inject_faults(request: web.Request, handler: Handler) -> web.StreamRes
     answer = await handler(request)
     if applied.omit and isinstance(answer, web.Response):
         answer = without_keys(answer, applied.omit)
+    if applied.garble and isinstance(answer, web.Response):
+        answer = with_garbled_item(answer, applied.garble)
     if applied.truncate and isinstance(answer, web.Response) and isinstance(answer.body, bytes):
         body = answer.body
         cut = web.Response(
@@ -289,6 +304,41 @@ def without_keys(answer: web.Response, keys: frozenset[str]) -> web.Response:
     return web.json_response(kept, status=answer.status, headers=_extra_headers(answer))
 
 
+#: What a garbled field holds: an object where the record expects text or a number.
+GARBLED = {"unexpected": ["shape"]}
+
+
+def with_garbled_item(answer: web.Response, fields: frozenset[str]) -> web.Response:
+    """Return a JSON answer whose first listed item has these fields in an unexpected shape.
+
+    The list is the answer itself, or the first list of objects among its top-level values (or
+    those of Glesys's `response`): one odd item among good ones, as a live API may send.
+    """
+    if answer.content_type != "application/json" or not isinstance(answer.body, bytes):
+        return answer
+    data = json.loads(answer.body)
+    item = _first_listed_item(data)
+    if item is None:
+        return answer
+    for name in fields:
+        if name in item:
+            item[name] = GARBLED
+    return web.json_response(data, status=answer.status, headers=_extra_headers(answer))
+
+
+def _first_listed_item(data: Any) -> dict[str, Any] | None:
+    if isinstance(data, list):
+        return data[0] if data and isinstance(data[0], dict) else None
+    if not isinstance(data, dict):
+        return None
+    scope = data["response"] if isinstance(data.get("response"), dict) else data
+    for value in scope.values():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            first: dict[str, Any] = value[0]
+            return first
+    return None
+
+
 def _extra_headers(answer: web.Response) -> dict[str, str]:
     """Return the headers an answer set beyond those its body decides."""
     skip = {"content-type", "content-length"}
@@ -306,7 +356,7 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
             _authenticate(request, sim, realm, now)
         return await handler(request)
     except SimError as exc:
-        return error_response(realm, exc.status, exc.message, now)
+        return error_response(realm, exc.status, exc.message, now, code=exc.code)
     except web.HTTPNotFound:
         return error_response(realm, 404, f"no such endpoint: {request.method} {request.path}", now)
     except web.HTTPMethodNotAllowed:
@@ -331,7 +381,14 @@ def _authenticate(request: web.Request, sim: Simulation, realm: str, now: dateti
         if request.headers.get("Authorization", "") != _basic(
             creds.glesys_project, creds.api_token
         ):
-            raise SimError(401, "Unauthorized: project or API key is wrong")
+            raise SimError(401, "Authentication failed. Double check the username and key.")
+        # No recording shows these two refusals; the words are the simulator's own.
+        address = request.remote or ""
+        if creds.glesys_addresses is not None and address not in creds.glesys_addresses:
+            raise SimError(401, f"Access denied: this API key may not be used from {address}")
+        function = glesys_function(request.path)
+        if creds.glesys_functions is not None and function not in creds.glesys_functions:
+            raise SimError(401, f"Access denied: this API key may not call {function}")
         return
     if realm == "ecs":
         token = request.headers.get("X-APITOKEN") or request.headers.get("X-API-TOKEN")
@@ -344,6 +401,12 @@ def _authenticate(request: web.Request, sim: Simulation, realm: str, now: dateti
         raise SimError(401, "authentication credentials were not provided")
     if not sim.tokens.valid(realm, bearer, now):
         raise SimError(401, "token is invalid or expired")
+
+
+def glesys_function(path: str) -> str:
+    """Return the Glesys function a path calls: `/glesys/server/edit/format/json` is server/edit."""
+    parts = [part for part in path.removeprefix(GLESYS).split("/") if part]
+    return "/".join(parts[:2])
 
 
 def _basic(user: str, password: str) -> str:

@@ -1,4 +1,10 @@
-"""The Seeweb ECS API (`/ecs/v2`): every record carries every field the docs' examples show."""
+"""The Seeweb ECS API (`/ecs/v2`), answering as the live API does.
+
+Where the docs' examples and responses recorded from the live API differ, the recordings win: the
+plan list spells `montly_price`, servers carry `api_version_value`, `virttype` and a nested
+`last_restored_snapshot`, `POST /regions/availables` nests its list, and errors come as
+`{"error_code", "status", "message"}`. docs/simulator.md lists every such choice.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.simulator.app import ECS, SIM, Simulation, int_arg, json_body, validated
-from daemon.simulator.timefmt import iso_micro, iso_seconds, iso_zulu, naive_seconds
+from daemon.simulator.timefmt import iso_micro, iso_zulu, naive_seconds
 from daemon.simulator.world import (
     REGIONS,
     Action,
@@ -24,6 +30,7 @@ from daemon.simulator.world import (
     Template,
     World,
     month_bounds,
+    region_names,
 )
 
 JWT_TTL_S = 4 * 3600
@@ -72,10 +79,20 @@ def log_json(entry: LogEntry) -> dict[str, Any]:
     }
 
 
-def server_json(world: World, server: Server) -> dict[str, Any]:
-    """Return a server record; `plan_size` values are strings, as the real API sends them."""
+def _api_version_value(version: str) -> int:
+    """Return `5` for `v5`, as the live API pairs them."""
+    digits = version.lstrip("v")
+    return int(digits) if digits.isdigit() else 0
+
+
+def server_json(world: World, server: Server, *, created: bool = False) -> dict[str, Any]:
+    """Return a server record as the live API sends it; `plan_size` values are strings.
+
+    The answer to `POST /servers` is the same record without `virttype`, as recorded.
+    """
     plan = world.plan(server.plan)
-    return {
+    restored = world.snapshots.get(server.last_restored) if server.last_restored else None
+    record: dict[str, Any] = {
         "name": server.name,
         "ipv4": server.ipv4,
         "ipv6": server.ipv6,
@@ -86,36 +103,45 @@ def server_json(world: World, server: Server) -> dict[str, Any]:
             "ram": str(plan.ram),
             "disk": str(plan.disk),
             "gpu": str(plan.gpu),
-            "gpu_label": plan.gpu_label or "",
+            "gpu_label": plan.gpu_label,
             "host_type": plan.host_type,
         },
         "reserved_plans": [],
+        "last_restored_snapshot": snapshot_json(world, restored) if restored else None,
         "is_reserved": False,
         "reserved_until": "",
         "support": None,
         "location": server.location,
-        "location_label": dict(REGIONS).get(server.location, server.location).lower(),
+        "location_label": region_names().get(server.location, server.location),
         "notes": server.notes,
         "so": server.os,
         "so_label": server.os.replace("-", " ").title(),
-        "creation_date": naive_seconds(server.created),
-        "deletion_date": naive_seconds(server.deleted) if server.deleted else None,
-        "active_flag": server.deleted is None,
+        "creation_date": iso_micro(server.created),
+        "deletion_date": iso_micro(server.deleted),
+        "active_flag": server.deleted is None and server.provisioning == "Booted",
         "status": server.provisioning,
         "progress": server.progress,
         "api_version": server.api_version,
+        "api_version_value": _api_version_value(server.api_version),
         "user": server.user,
     }
+    if not created:
+        record["virttype"] = "KVM"
+    return record
 
 
-def snapshot_json(snap: Snapshot) -> dict[str, Any]:
-    """Return a snapshot record."""
+def snapshot_json(world: World, snap: Snapshot, *, nest: bool = True) -> dict[str, Any]:
+    """Return a snapshot record; its parent comes nested whole, as the live API sends it.
+
+    The nested parent's own `snapshot_parent` is left null, so a long chain stays one level deep.
+    """
+    parent = world.snapshots.get(snap.parent) if snap.parent is not None and nest else None
     return {
         "id": snap.id,
         "name": snap.name,
         "user": snap.user,
-        "snapshot_parent": None,
-        "snapshot_parent_name": None,
+        "snapshot_parent": snapshot_json(world, parent, nest=False) if parent else None,
+        "snapshot_parent_name": parent.name if parent else None,
         "is_last_restored": snap.is_last_restored,
         "protected": snap.protected,
         "restoring": False,
@@ -140,51 +166,70 @@ def template_json(template: Template) -> dict[str, Any]:
     return {
         "id": template.id,
         "name": template.name,
-        "creation_date": iso_seconds(template.created),
+        "creation_date": iso_micro(template.created),
         "active_flag": template.status == "CD",
         "status": template.status,
         "uuid": template.uid,
         "description": template.description,
-        "notes": "",
+        "notes": template.notes,
         "public": False,
         "cloud_image": False,
         "so_base": template.so_base,
-        "required_disk": max(1, template.size_kb // (1024 * 75)),
+        "required_disk": max(20, template.size_kb // (1024 * 75)),
         "api_version": "v5",
         "api_version_value": 5,
         "version": "",
     }
 
 
+# The public images, as `GET /images/basics` lists them: id, name, description, base, version.
 IMAGES = (
-    (1, "centos-7", "CentOS Linux 7", "centos", "7"),
-    (2, "debian-12", "Debian Linux 12", "debian", "12"),
-    (3, "ubuntu-2404", "Ubuntu 24.04 LTS", "ubuntu", "24.04"),
+    (453, "ubuntu-2004", "Ubuntu Linux 20.04 LTS", "ubuntu", "2004"),
+    (461, "debian-11", "Debian Linux 11", "debian", "11"),
+    (508, "almalinux-9", "AlmaLinux 9", "almalinux", "9"),
+    (509, "ubuntu-2204", "Ubuntu Linux 22.04 LTS", "ubuntu", "2204"),
+    (524, "windows-2022", "Windows Server 2022", "windows", "2022"),
+    (541, "debian-12", "Debian Linux 12", "debian", "12"),
+    (576, "ubuntu-2404", "Ubuntu Linux 24.04 LTS", "ubuntu", "2404"),
 )
 
 
 def image_json(image: tuple[int, str, str, str, str]) -> dict[str, Any]:
     """Return a base image record."""
     number, name, description, base, version = image
+    api = "v5" if name == "ubuntu-2404" else "v4"
     return {
         "id": number,
         "name": name,
-        "creation_date": "2019-04-16T13:37:41+00:00",
+        "creation_date": "2022-09-02T11:54:09+00:00",
         "active_flag": True,
         "status": "CD",
         "uuid": f"00000000-0000-4000-8000-{number:012d}",
         "description": description,
-        "notes": f"Linux {base.title()} disk image",
+        "notes": description,
         "public": True,
         "cloud_image": False,
         "so_base": base,
-        "api_version": "v4",
+        "required_disk": 20,
+        "api_version": api,
+        "api_version_value": _api_version_value(api),
         "version": version,
     }
 
 
-def plan_json(plan: Plan, *, activatable: bool = False) -> dict[str, Any]:
-    """Return a plan record; `/plans/availables` adds what can be activated where."""
+def _price(value: float | None, *, whole: bool) -> float | int | None:
+    """Return a price as recorded: `14.0` in `/plans`, `14` in `/plans/availables`."""
+    if value is None:
+        return None
+    return int(value) if whole and float(value).is_integer() else value
+
+
+def plan_json(world: World, plan: Plan, *, activatable: bool = False) -> dict[str, Any]:
+    """Return a plan record; `/plans/availables` adds what can be activated where.
+
+    The live API spells the monthly price `montly_price`, and lists the hosts of each region with
+    the account's servers already on them as `{name, notes}`.
+    """
     record: dict[str, Any] = {
         "id": plan.id,
         "name": plan.name,
@@ -194,24 +239,41 @@ def plan_json(plan: Plan, *, activatable: bool = False) -> dict[str, Any]:
         "gpu": str(plan.gpu),
         "gpu_label": plan.gpu_label,
         "hourly_price": plan.hourly_price,
-        "monthly_price": plan.monthly_price,
+        "montly_price": _price(plan.monthly_price, whole=activatable),
         "windows": plan.windows,
         "host_type": plan.host_type,
         "available": plan.available,
     }
-    names = dict(REGIONS)
     if activatable:
         record["os_availables"] = [image_json(i) for i in IMAGES]
         record["region_availables"] = [
-            {"region": r, "hosts": [{"host": f"ecs911.{r}.sim", "servers": []}]}
-            for r in plan.regions
+            {"region": region, "hosts": hosts_json(world, region)} for region in plan.regions
         ]
     else:
+        ids = {code: (label, ident) for code, label, ident in REGIONS}
         record["available_regions"] = [
-            {"id": i + 1, "location": r, "description": names.get(r, r)}
-            for i, r in enumerate(plan.regions)
+            {"id": ids[r][1], "location": r, "description": ids[r][0]}
+            for r in plan.regions
+            if r in ids
         ]
     return record
+
+
+HOSTS_PER_REGION = 2
+
+
+def hosts_json(world: World, region: str) -> list[dict[str, Any]]:
+    """Return a region's hosts, each with the account's servers it runs."""
+    number = {code: i for i, (code, _, _) in enumerate(REGIONS)}.get(region, 0)
+    hosts: list[dict[str, Any]] = [
+        {"host": f"ecs{number}{h:02d}.host.sim", "servers": []} for h in range(HOSTS_PER_REGION)
+    ]
+    placed = [s for s in world.live_servers() if s.location == region]
+    for index, server in enumerate(placed):
+        hosts[index % HOSTS_PER_REGION]["servers"].append(
+            {"name": server.name, "notes": server.notes}
+        )
+    return hosts
 
 
 # -- request bodies --------------------------------------------------------------------------------
@@ -278,9 +340,10 @@ class NewTemplate(_Body):
 
 
 class TemplateUpdate(_Body):
-    """PUT /templates/{name}."""
+    """PATCH (live) or PUT (docs) /templates/{name}."""
 
-    description: str
+    description: str | None = None
+    notes: str | None = None
 
 
 class RegionQuery(_Body):
@@ -398,7 +461,7 @@ async def create_server(request: web.Request) -> web.Response:
         plan=body.plan, image=body.image, location=body.location, notes=body.notes, group=body.group
     )
     return web.json_response(
-        {"status": "ok", "action_id": action.id, "server": server_json(world, server)}
+        {"status": "ok", "action_id": action.id, "server": server_json(world, server, created=True)}
     )
 
 
@@ -480,6 +543,16 @@ async def server_action(request: web.Request) -> web.Response:
     return web.json_response(action_json(action, world.now))
 
 
+def _snapshot_and_action(world: World, snap: Snapshot, action: Action) -> web.Response:
+    return web.json_response(
+        {
+            "status": "ok",
+            "snapshot": snapshot_json(world, snap),
+            "action": action_json(action, world.now),
+        }
+    )
+
+
 async def create_snapshot(request: web.Request) -> web.Response:
     """Start a snapshot; the answer carries the snapshot and its create_snapshot action."""
     _, world = _sim(request)
@@ -488,7 +561,11 @@ async def create_snapshot(request: web.Request) -> web.Response:
         request.match_info["name"], body.description, body.notes, body.protected
     )
     return web.json_response(
-        {"status": "ok", "snapshot": snapshot_json(snap), "action": action_json(action, world.now)}
+        {
+            "status": "ok",
+            "snapshot": snapshot_json(world, snap),
+            "action": action_json(action, world.now),
+        }
     )
 
 
@@ -497,14 +574,16 @@ async def list_snapshots(request: web.Request) -> web.Response:
     _, world = _sim(request)
     server = world.server(request.match_info["name"])
     snaps = [s for s in world.snapshots.values() if s.server == server.name and s.status != "DD"]
-    return web.json_response({"status": "ok", "snapshots": [snapshot_json(s) for s in snaps]})
+    return web.json_response(
+        {"status": "ok", "snapshots": [snapshot_json(world, s) for s in snaps]}
+    )
 
 
 async def get_snapshot(request: web.Request) -> web.Response:
     """Return one snapshot."""
     _, world = _sim(request)
     snap = world.snapshot(request.match_info["name"], _id(request, "id"))
-    return web.json_response({"status": "ok", "snapshot": snapshot_json(snap)})
+    return web.json_response({"status": "ok", "snapshot": snapshot_json(world, snap)})
 
 
 async def update_snapshot(request: web.Request) -> web.Response:
@@ -521,7 +600,7 @@ async def update_snapshot(request: web.Request) -> web.Response:
     if body.protected is not None:
         snap.protected = body.protected
     snap.updated = world.now
-    return web.json_response({"status": "ok", "snapshot": snapshot_json(snap)})
+    return web.json_response({"status": "ok", "snapshot": snapshot_json(world, snap)})
 
 
 async def delete_snapshot(request: web.Request) -> web.Response:
@@ -529,7 +608,11 @@ async def delete_snapshot(request: web.Request) -> web.Response:
     _, world = _sim(request)
     snap, action = world.delete_snapshot(request.match_info["name"], _id(request, "id"))
     return web.json_response(
-        {"status": "ok", "snapshot": snapshot_json(snap), "action": action_json(action, world.now)}
+        {
+            "status": "ok",
+            "snapshot": snapshot_json(world, snap),
+            "action": action_json(action, world.now),
+        }
     )
 
 
@@ -564,8 +647,17 @@ async def update_template(request: web.Request) -> web.Response:
     """Rename a template."""
     _, world = _sim(request)
     template = world.template(request.match_info["name"])
-    body = validated(TemplateUpdate, await json_body(request), "PUT /ecs/v2/templates/{name}")
-    template.description = body.description
+    body = validated(
+        TemplateUpdate, await json_body(request), f"{request.method} /ecs/v2/templates/{{name}}"
+    )
+    if body.description is None and body.notes is None:
+        raise SimError(
+            400, f"{request.method} /ecs/v2/templates/{{name}}: give description or notes"
+        )
+    if body.description is not None:
+        template.description = body.description
+    if body.notes is not None:
+        template.notes = body.notes
     return web.json_response({"status": "ok", "template": template_json(template)})
 
 
@@ -585,28 +677,34 @@ async def list_plans(request: web.Request) -> web.Response:
     """Return every plan with its prices."""
     _, world = _sim(request)
     return web.json_response(
-        {"status": "ok", "plans": [plan_json(p) for p in world.plans.values()]}
+        {"status": "ok", "plans": [plan_json(world, p) for p in world.plans.values() if p.listed]}
     )
 
 
 async def available_plans(request: web.Request) -> web.Response:
     """Return the plans that can be activated now, with images and regions."""
     _, world = _sim(request)
-    plans = [plan_json(p, activatable=True) for p in world.plans.values() if p.available]
+    plans = [
+        plan_json(world, p, activatable=True)
+        for p in world.plans.values()
+        if p.available and p.listed
+    ]
     return web.json_response({"status": "ok", "plans": plans})
 
 
 async def list_regions(request: web.Request) -> web.Response:
     """Return the regions."""
-    regions = [{"location": code, "description": label} for code, label in REGIONS]
+    regions = [
+        {"id": ident, "location": code, "description": label} for code, label, ident in REGIONS
+    ]
     return web.json_response({"status": "ok", "regions": regions})
 
 
 async def available_regions(request: web.Request) -> web.Response:
-    """Return the regions where a plan can be activated."""
+    """Return the regions where a plan can be activated, in a nested list as the live API does."""
     _, world = _sim(request)
     body = validated(RegionQuery, await json_body(request), "POST /ecs/v2/regions/availables")
-    return web.json_response({"status": "ok", "regions": list(world.plan(body.plan).regions)})
+    return web.json_response({"status": "ok", "regions": [list(world.plan(body.plan).regions)]})
 
 
 # -- billing ---------------------------------------------------------------------------------------
@@ -800,6 +898,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post(f"{ECS}/templates", create_template)
     r.add_get(f"{ECS}/templates/{{name}}", get_template)
     r.add_put(f"{ECS}/templates/{{name}}", update_template)
+    r.add_patch(f"{ECS}/templates/{{name}}", update_template)
     r.add_delete(f"{ECS}/templates/{{name}}", delete_template)
     r.add_get(f"{ECS}/images/basics", list_images)
     r.add_get(f"{ECS}/plans", list_plans)

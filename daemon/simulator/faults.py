@@ -29,6 +29,9 @@ class FaultRequest(BaseModel):
     omit: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
         default_factory=list, max_length=50
     )
+    garble: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=50
+    )
     count: int | None = Field(default=None, ge=1)
     duration_s: Seconds | None = Field(default=None, alias="for", gt=0)
     expire_tokens: bool = False
@@ -43,13 +46,14 @@ class FaultRequest(BaseModel):
             self.latency_ms > 0,
             self.truncate,
             bool(self.omit),
+            bool(self.garble),
             self.expire_tokens,
             self.insert_actions_while_paging is not None,
             self.fail_actions is not None,
         )
         if not any(effects):
             raise ValueError(
-                "a fault needs one of status, latency_ms, truncate, omit, expire_tokens, "
+                "a fault needs one of status, latency_ms, truncate, omit, garble, expire_tokens, "
                 "insert_actions_while_paging or fail_actions"
             )
         return self
@@ -67,6 +71,7 @@ class Fault:
     latency_ms: int
     truncate: bool
     omit: tuple[str, ...]
+    garble: tuple[str, ...]
     count: int | None
     until: datetime | None
 
@@ -75,6 +80,7 @@ class Fault:
         data = asdict(self)
         data["until"] = self.until.isoformat() if self.until else None
         data["omit"] = list(self.omit)
+        data["garble"] = list(self.garble)
         return data
 
 
@@ -87,6 +93,7 @@ class Applied:
     retry_after: int | str | None = None
     truncate: bool = False
     omit: frozenset[str] = frozenset()
+    garble: frozenset[str] = frozenset()
 
 
 class FaultBoard:
@@ -110,6 +117,7 @@ class FaultBoard:
             and not request.latency_ms
             and not request.truncate
             and not request.omit
+            and not request.garble
         ):
             return None
         fault = Fault(
@@ -121,6 +129,7 @@ class FaultBoard:
             latency_ms=request.latency_ms,
             truncate=request.truncate,
             omit=tuple(dict.fromkeys(request.omit)),
+            garble=tuple(dict.fromkeys(request.garble)),
             count=request.count,
             until=now + timedelta(seconds=request.duration_s) if request.duration_s else None,
         )
@@ -151,6 +160,7 @@ class FaultBoard:
             applied.latency_s += fault.latency_ms / 1000
             applied.truncate = applied.truncate or fault.truncate
             applied.omit |= frozenset(fault.omit)
+            applied.garble |= frozenset(fault.garble)
             if fault.status is not None and applied.status is None:
                 applied.status = fault.status
                 applied.retry_after = fault.retry_after

@@ -1,8 +1,14 @@
-"""The Glesys API under `/glesys/`: list servers, read details and status, change cores.
+"""The Glesys API under `/glesys/`: list servers, read details, status and allowed sizes, edit.
 
 Glesys accepts each function by GET or POST, with arguments in the query string, a form or a JSON
 body, and with an optional `/format/json` suffix. We always answer JSON in Glesys's envelope; the
-middleware in `app.py` already checked HTTP Basic auth and renders refusals in the same envelope.
+middleware in `app.py` already checked HTTP Basic auth (and the key's address and function
+allow-lists) and renders refusals in the same envelope.
+
+As the live API does: `server/details` reports the running and locked state as `isrunning`,
+`islocked` and `status` (running, updating, ready) only with `includestate`, and leaves the
+deprecated `state` null; `server/status` takes one `statustype` or none; `server/allowedarguments`
+lists each platform's sizes as `argumentslist.platforms.<platform>.<argument>[].value`.
 """
 
 from __future__ import annotations
@@ -30,6 +36,26 @@ DISK_USED_SHARE = 0.35
 TRANSFER_GB_PER_DAY = 2.0
 
 MEMORY_MB = range(512, 262_145)
+# The sizes each platform offers, as `server/allowedarguments` lists them.
+PLATFORMS: dict[str, dict[str, tuple[Any, ...]]] = {
+    "KVM": {
+        "datacenter": ("Falkenberg", "Stockholm"),
+        "cpucores": (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32),
+        "memorysize": (1024, 2048, 4096, 8192, 16384, 32768),
+        "disksize": (10, 20, 40, 80, 100, 200),
+        "bandwidth": (100, 1000),
+    },
+    "VMware": {
+        "datacenter": ("Falkenberg",),
+        "cpucores": (1, 2, 4, 6, 8),
+        "memorysize": (512, 1024, 2048, 4096, 8192),
+        "disksize": (10, 20, 40, 80),
+        "bandwidth": (10, 100),
+    },
+}
+STATUS_TYPES = ("state", "cpu", "memory", "disk", "bandwidth", "uptime")
+# The running state as `includestate` reports it, from the world's state.
+STATUS_WORDS = {"running": "running", "locked": "updating", "stopped": "ready"}
 TRUE_WORDS = frozenset({"yes", "true", "1"})
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
@@ -114,7 +140,7 @@ def details(
 ) -> dict[str, Any]:
     """Return `server/details`; cores change only when the reboot after an edit ends."""
     cores = server.cores_at(now)
-    return {
+    record: dict[str, Any] = {
         "serverid": server.serverid,
         "hostname": server.hostname,
         "description": server.description,
@@ -133,10 +159,14 @@ def details(
             "timeperiod": "month",
         },
         "iplist": ip_list(world, server),
-        "state": server.state if with_state else None,
-        "isrunning": server.state == "running",
-        "islocked": server.state == "locked",
+        # Deprecated: the live API leaves it null and reports the state in the fields below.
+        "state": None,
     }
+    if with_state:
+        record["isrunning"] = server.state == "running"
+        record["islocked"] = server.state == "locked"
+        record["status"] = STATUS_WORDS.get(server.state, server.state)
+    return record
 
 
 def status(world: World, server: GlesysServer, now: datetime) -> dict[str, Any]:
@@ -149,7 +179,7 @@ def status(world: World, server: GlesysServer, now: datetime) -> dict[str, Any]:
     uptime = int((now - booted).total_seconds()) if running else 0
     age_days = min(30.0, (now - server.created).total_seconds() / 86400)
     return {
-        "state": server.state,
+        "state": "running" if running else "stopped",
         "cpu": {"usage": round(used, 2), "max": cores, "unit": "cores"},
         "memory": {"usage": memory_used, "max": server.memorysize, "unit": "MB"},
         "disk": {
@@ -196,13 +226,36 @@ async def server_details(request: web.Request) -> web.Response:
 
 
 async def server_status(request: web.Request) -> web.Response:
-    """Return one server's state and resource usage."""
+    """Return one server's state and resource usage: all of it, or the one `statustype` asked."""
     sim = request.app[SIM]
     args = await arguments(request)
     server = sim.world.glesys_server(required(args, "serverid"))
-    return glesys_response(
-        {"server": status(sim.world, server, sim.world.now)}, sim.world.now, args
-    )
+    report = status(sim.world, server, sim.world.now)
+    kind = args.get("statustype")
+    if kind not in (None, ""):
+        # The documented calls pass a single type; a list such as "state,cpu" is not one.
+        if kind not in STATUS_TYPES:
+            raise SimError(
+                400, f"Argument statustype must be one of {', '.join(STATUS_TYPES)}, not {kind!r}"
+            )
+        field = "transfer" if kind == "bandwidth" else kind
+        report = {field: report[field]} if field in report else {}
+    return glesys_response({"server": report}, sim.world.now, args)
+
+
+async def allowed_arguments(request: web.Request) -> web.Response:
+    """Return the sizes each platform allows; with `serverid`, only that server's platform."""
+    sim = request.app[SIM]
+    args = await arguments(request)
+    platforms = PLATFORMS
+    if args.get("serverid") not in (None, ""):
+        server = sim.world.glesys_server(required(args, "serverid"))
+        platforms = {server.platform: PLATFORMS.get(server.platform, PLATFORMS["KVM"])}
+    listed = {
+        platform: {name: [{"value": value} for value in values] for name, values in sizes.items()}
+        for platform, sizes in platforms.items()
+    }
+    return glesys_response({"argumentslist": {"platforms": listed}}, sim.world.now, args)
 
 
 async def server_edit(request: web.Request) -> web.Response:
@@ -218,6 +271,13 @@ async def server_edit(request: web.Request) -> web.Response:
             400, f"Argument memorysize must be between {MEMORY_MB.start} and {MEMORY_MB.stop - 1}"
         )
     if cores is not None:
+        allowed = PLATFORMS.get(server.platform, PLATFORMS["KVM"])["cpucores"]
+        if cores not in allowed:
+            raise SimError(
+                400,
+                f"Argument cpucores must be one of {', '.join(map(str, allowed))} "
+                f"on {server.platform}, not {cores}",
+            )
         world.glesys_edit_cores(server.serverid, cores)
     if memory is not None:
         # The world models the reboot for cores only; memory takes effect at once.
@@ -236,6 +296,7 @@ def add_routes(app: web.Application) -> None:
         "details": server_details,
         "status": server_status,
         "edit": server_edit,
+        "allowedarguments": allowed_arguments,
     }
     for name, handler in functions.items():
         base = f"{GLESYS}/server/{name}"

@@ -47,10 +47,14 @@ class PlanSpec(_Model):
     ram: int = Field(gt=0)
     disk: int = Field(gt=0)
     hourly_price: float = Field(ge=0)
-    monthly_price: float = Field(ge=0)
+    monthly_price: float | None = Field(ge=0)  # null: the list gives the plan no monthly price
     gpu: int = 0
     gpu_label: str | None = None
     host_type: str = "ECS"
+    windows: bool = False
+    available: bool = True
+    regions: tuple[str, ...] = ("it-mi2", "it-fr2", "ch-lug1")
+    listed: bool = True  # false: a retired plan old servers still run, absent from the list
 
 
 class ServerSpec(_Model):
@@ -63,7 +67,7 @@ class ServerSpec(_Model):
     group: str | None = None
     os: str = "debian-12"
     running: bool = True
-    api_version: str = "v4"
+    api_version: str = "v5"
     age_s: Seconds = Field(default=30 * 86400.0, alias="age")
     demand: Demand = Field(default_factory=lambda: Constant(cores=0.2))
 
@@ -87,6 +91,7 @@ class GlesysSpec(_Model):
     memorysize: int = 4096
     disksize: int = 40
     datacenter: str = "Falkenberg"
+    platform: Literal["KVM", "VMware"] = "KVM"
     demand: Demand = Field(default_factory=lambda: Constant(cores=0.2))
 
 
@@ -366,6 +371,10 @@ def build_world(
                 gpu=p.gpu,
                 gpu_label=p.gpu_label,
                 host_type=p.host_type,
+                windows=p.windows,
+                available=p.available,
+                regions=p.regions,
+                listed=p.listed,
             )
             for p in scenario.plans
         )
@@ -428,6 +437,7 @@ def _populate(world: World, scenario: Scenario, start: datetime) -> None:
             memorysize=g.memorysize,
             disksize=g.disksize,
             datacenter=g.datacenter,
+            platform=g.platform,
             demand=g.demand,
             created=start - timedelta(days=30),
         )

@@ -29,10 +29,11 @@ T = TypeVar("T")
 class SimError(Exception):
     """A request the simulated API refuses; the handler turns it into a 4xx answer."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, code: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.code = code  # the API's own code in the body, where it differs from the HTTP status
 
 
 @dataclass(slots=True)
@@ -45,13 +46,14 @@ class Plan:
     ram: int
     disk: int
     hourly_price: float
-    monthly_price: float
+    monthly_price: float | None  # None: the plan list gives no monthly price (a test's world)
     gpu: int = 0
     gpu_label: str | None = None
     host_type: str = "ECS"
     windows: bool = False
     available: bool = True
-    regions: tuple[str, ...] = ("it-fr2", "it-mi2", "ch-lug1", "hr-zag1")
+    regions: tuple[str, ...] = ("it-mi2", "it-fr2", "ch-lug1")
+    listed: bool = True  # False: retired, still run by old servers but gone from `GET /plans`
 
 
 @dataclass(slots=True)
@@ -80,7 +82,7 @@ class Server:
     created: datetime
     demand: DemandHistory
     user: str
-    api_version: str = "v4"
+    api_version: str = "v5"
     running: bool = True
     provisioning: str = "Booted"  # the record's `status`: Booting, Booted, Deleting
     progress: int = 100
@@ -88,6 +90,7 @@ class Server:
     ipv4: str = ""
     ipv6: str = ""
     run: list[Interval] = field(default_factory=list)
+    last_restored: int | None = None  # the snapshot the last rollback restored
 
     def set_running(self, running: bool, at: datetime) -> None:
         """Power the server on or off at the given time."""
@@ -170,6 +173,7 @@ class Snapshot:
     is_last_restored: bool = False
     deleted: datetime | None = None
     uid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    parent: int | None = None  # the snapshot this one builds on (the server's previous one)
 
     @property
     def status_label(self) -> str:
@@ -196,6 +200,7 @@ class Template:
     status: str = "CG"
     deleted: datetime | None = None
     uid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    notes: str = ""
 
 
 @dataclass(slots=True)
@@ -279,22 +284,107 @@ GPU_PRICES = {
     "seeweb-nvidia-1xa100": 2.20,
 }
 
-DEFAULT_PLANS = (
-    Plan(1, "ECS1", 1, 1024, 20, 0.017, 12.0),
-    Plan(2, "ECS2", 2, 2048, 40, 0.028, 20.0),
-    Plan(3, "ECS3", 4, 4096, 80, 0.049, 36.0),
-    Plan(4, "ECS4", 6, 8192, 160, 0.069, 50.0),
-    Plan(5, "ECS5", 8, 16384, 240, 0.088, 64.0),
-    Plan(6, "ECS6", 12, 24576, 400, 0.125, 90.0),
-    Plan(7, "ECSGPU8", 16, 122880, 800, 1.50, 1095.0, gpu=8, gpu_label="L4", host_type="ECSGPU"),
-)
-
+# Regions as the live `GET /regions` lists them: code, description, id.
 REGIONS = (
-    ("ch-lug1", "Lugano"),
-    ("hr-zag1", "Zagreb"),
-    ("it-fr2", "Frosinone"),
-    ("it-mi2", "Milan"),
+    ("bg-sof1", "Sofia", 7),
+    ("ch-lug1", "Lugano", 6),
+    ("it-fr2", "Frosinone", 3),
+    ("it-mi2", "Milano", 2),
 )
+EVERYWHERE = ("it-mi2", "it-fr2", "ch-lug1", "bg-sof1")
+ITALY_SWISS = ("it-mi2", "it-fr2", "ch-lug1")
+FROSINONE = ("it-fr2",)
+
+
+def _linux(
+    ident: int,
+    name: str,
+    cpu: int,
+    ram: int,
+    disk: int,
+    hourly: float,
+    monthly: float,
+    host_type: str = "ECS",
+    regions: tuple[str, ...] = ITALY_SWISS,
+) -> Plan:
+    return Plan(ident, name, cpu, ram, disk, hourly, monthly, host_type=host_type, regions=regions)
+
+
+def _windows(
+    ident: int, name: str, cpu: int, ram: int, disk: int, hourly: float, monthly: float
+) -> Plan:
+    return Plan(ident, name, cpu, ram, disk, hourly, monthly, windows=True, regions=ITALY_SWISS)
+
+
+def _gpu(
+    ident: int,
+    name: str,
+    cpu: int,
+    ram: int,
+    disk: int,
+    hourly: float,
+    monthly: float,
+    gpu: int,
+    label: str,
+    host_type: str,
+) -> Plan:
+    return Plan(
+        ident,
+        name,
+        cpu,
+        ram,
+        disk,
+        hourly,
+        monthly,
+        gpu=gpu,
+        gpu_label=label,
+        host_type=host_type,
+        regions=FROSINONE,
+    )
+
+
+# The live catalogue as recorded in February 2025, in the order the API lists it. Names mix
+# case (`eCS1`, `ECS1GPU`); Windows plans end in W; HM is high memory. RAM in MiB, disk in GB,
+# prices in EUR per hour and per month.
+# fmt: off
+DEFAULT_PLANS = (
+    _linux(1, "eCS1", 1, 1024, 20, 0.019, 14.0, regions=EVERYWHERE),
+    _linux(7, "eCS2", 2, 2048, 40, 0.032, 23.0),
+    _windows(12, "eCS2W", 2, 2048, 40, 0.048, 35.0),
+    _linux(8, "eCS3", 4, 4096, 80, 0.048, 35.0),
+    _windows(13, "eCS3W", 4, 4096, 80, 0.078, 56.0),
+    _linux(9, "eCS4", 4, 8192, 160, 0.063, 45.0),
+    _windows(14, "eCS4W", 4, 8192, 160, 0.127, 91.0),
+    _linux(10, "eCS5", 8, 16384, 320, 0.127, 91.0),
+    _windows(15, "eCS5W", 8, 16384, 320, 0.253, 182.0),
+    _linux(11, "eCS6", 12, 24576, 400, 0.152, 109.0),
+    _windows(16, "eCS6W", 12, 24576, 400, 0.343, 247.0),
+    _gpu(50, "ECS1AIA1", 16, 65536, 100, 0.068, 49.0, 1, "Tenstorrent Grayskull e75", "ECSAIA1"),
+    _gpu(21, "ECS1GPU", 8, 32768, 500, 0.29, 209.0, 1, "RTX 6000", "ECSGPU"),
+    _gpu(23, "ECS1GPU2", 8, 32768, 500, 0.74, 533.0, 1, "RTX A6000", "ECSGPU2"),
+    _gpu(31, "ECS2GPU2", 16, 65536, 1000, 1.48, 1066.0, 2, "RTX A6000", "ECSGPU2"),
+    _gpu(32, "ECS3GPU2", 32, 131072, 2000, 2.96, 2131.0, 4, "RTX A6000", "ECSGPU2"),
+    _gpu(34, "ECS1GPU3", 16, 122880, 1000, 1.89, 1361.0, 1, "A100 80GB", "ECSGPU3"),
+    _gpu(35, "ECS2GPU3", 32, 245760, 2000, 3.78, 2722.0, 2, "A100 80GB", "ECSGPU3"),
+    _gpu(40, "ECS3GPU3", 64, 491520, 4000, 7.56, 5443.0, 4, "A100 80GB", "ECSGPU3"),
+    _gpu(41, "ECS1GPU6", 4, 32768, 100, 0.38, 274.0, 1, "L4", "ECSGPU6"),
+    _gpu(42, "ECS2GPU6", 8, 65536, 200, 0.76, 547.0, 2, "L4", "ECSGPU6"),
+    _gpu(43, "ECS3GPU6", 16, 131072, 400, 1.52, 1094.0, 4, "L4", "ECSGPU6"),
+    _gpu(44, "ECS4GPU6", 32, 262144, 800, 3.04, 2189.0, 8, "L4", "ECSGPU6"),
+    _gpu(45, "ECS1GPU7", 8, 32768, 500, 0.85, 612.0, 1, "L40s", "ECSGPU7"),
+    _gpu(46, "ECS2GPU7", 16, 65536, 1000, 1.7, 1224.0, 2, "L40s", "ECSGPU7"),
+    _gpu(47, "ECS3GPU7", 32, 131072, 2000, 3.4, 2448.0, 4, "L40s", "ECSGPU7"),
+    _gpu(48, "ECS4GPU7", 64, 262144, 4000, 6.8, 4896.0, 8, "L40s", "ECSGPU7"),
+    _gpu(49, "ECS1GPU8", 64, 1048576, 6000, 8.4, 6048.0, 4, "H100 80 GB", "ECSGPU8"),
+    _gpu(53, "ECS8GPU9", 255, 2097152, 16000, 18.8, 13536.0, 8, "AMD MI300X", "ECSGPU9"),
+    _linux(17, "eCS1HM", 4, 65536, 200, 0.217, 156.0, "ECSHM", FROSINONE),
+    _linux(18, "eCS2HM", 8, 131072, 400, 0.434, 312.0, "ECSHM", FROSINONE),
+    _linux(19, "eCS3HM", 16, 262144, 800, 0.719, 518.0, "ECSHM", FROSINONE),
+    _linux(20, "eCS4HM", 32, 524288, 1500, 1.338, 963.0, "ECSHM", FROSINONE),
+    _linux(22, "eCS5HM", 32, 983040, 1500, 2.537, 1827.0, "ECSHM", FROSINONE),
+)
+# fmt: on
+
 
 # A queued entry runs at its due time with that time as argument.
 Due = Callable[[datetime], None]
@@ -331,6 +421,8 @@ class World:
         self.origin = clock.now()
         self.rng = random.Random(seed)
         self.plans = {p.name: p for p in plans}
+        # Servers may name their plan in another case than the list does (`ECS1`, `eCS1`).
+        self._plans_by_key = {p.name.casefold(): p for p in plans}
         self.pricing = pricing or Pricing()
         self.failure_status = failure_status
         self.metrics_step_s = metrics_step_s
@@ -381,7 +473,7 @@ class World:
 
     def plan(self, name: str) -> Plan:
         """Return a plan by name, or refuse the request."""
-        plan = self.plans.get(name)
+        plan = self._plans_by_key.get(name.casefold())
         if plan is None:
             raise SimError(400, f"plan {name!r} does not exist")
         return plan
@@ -409,7 +501,7 @@ class World:
         running: bool = True,
         demand: Demand | None = None,
         created: datetime | None = None,
-        api_version: str = "v4",
+        api_version: str = "v5",
     ) -> Server:
         """Put a ready server into the world (scenario set-up, not an API call)."""
         self.plan(plan)
@@ -447,7 +539,7 @@ class World:
         self, *, plan: str, image: str, location: str, notes: str, group: str | None
     ) -> tuple[Server, Action]:
         """Start creating a server, as `POST /servers` does."""
-        if location not in dict(REGIONS):
+        if location not in region_names():
             raise SimError(400, f"location {location!r} does not exist")
         server = self.add_server(
             plan=plan, location=location, notes=notes, group=group, os=image, running=False
@@ -497,6 +589,7 @@ class World:
             else:
                 server.set_running(True, t)
             if kind == "rollback":
+                server.last_restored = snapshot
                 for snap in self.snapshots.values():
                     if snap.server == name:
                         snap.is_last_restored = snap.id == snapshot
@@ -654,6 +747,10 @@ class World:
         self.ensure_not_busy(server)
         snap_id = next(self._snapshot_seq)
         count = 1 + sum(1 for s in self.snapshots.values() if s.server == name)
+        parent = max(
+            (s.id for s in self.snapshots.values() if s.server == name and s.status == "CD"),
+            default=None,
+        )
         snap = Snapshot(
             id=snap_id,
             name=f"{name}-SNP-{count}",
@@ -665,6 +762,7 @@ class World:
             created=self.now,
             updated=self.now,
             size_kb=self.plan(server.plan).disk * 1024 * 96,
+            parent=parent,
         )
         self.snapshots[snap_id] = snap
         action = self.start_action(
@@ -840,7 +938,8 @@ class World:
         """Return a Glesys server, or answer in Glesys's words."""
         server = self.glesys.get(serverid)
         if server is None:
-            raise SimError(404, "Could not find server with this id on this account.")
+            # As recorded (jclouds): a 400, its text ending in a newline.
+            raise SimError(400, "Could not find server with this id on this account.\n")
         return server
 
     def add_glesys_server(self, **fields: Any) -> GlesysServer:
@@ -855,7 +954,8 @@ class World:
         """Change a Glesys server's cores; it reboots and runs with them when the reboot ends."""
         server = self.glesys_server(serverid)
         if server.state == "locked":
-            raise SimError(409, "Server Locked")
+            # As recorded: HTTP 500, and Glesys's own code 606 in the envelope.
+            raise SimError(500, "Server Locked", code=606)
         if not 1 <= cores <= 32:
             raise SimError(400, f"cpucores must be between 1 and 32, not {cores}")
         if cores == server.cpucores:
@@ -984,3 +1084,8 @@ def month_bounds(year: int, month: int) -> tuple[datetime, datetime]:
     lo = datetime(year, month, 1, tzinfo=UTC)
     hi = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
     return lo, hi
+
+
+def region_names() -> dict[str, str]:
+    """Return each region's code and description."""
+    return {code: label for code, label, _ in REGIONS}

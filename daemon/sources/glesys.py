@@ -1,4 +1,4 @@
-"""Glesys servers: cores and CPU use, read from `server/status` on every poll."""
+"""Glesys servers: cores and CPU use from `server/status` on every poll, allowed sizes hourly."""
 
 from __future__ import annotations
 
@@ -9,11 +9,20 @@ from daemon.clock import Clock
 from daemon.facts import CpuSample, Facts, ServerFact
 from daemon.models import Event
 from daemon.observability.metrics import Metrics
-from daemon.providers.glesys import GlesysClient, GlesysServerSummary, GlesysStatus
+from daemon.providers.base import RequestLog
+from daemon.providers.errors import ProviderError
+from daemon.providers.glesys import (
+    GlesysAllowedArguments,
+    GlesysClient,
+    GlesysServerSummary,
+    GlesysStatus,
+)
 from daemon.sources.base import DEFAULT_CONCURRENCY, drop_series, gather_limited
 from daemon.state.store import Cursor
 
 PROVIDER = "glesys"
+# The core counts a platform allows change rarely: read them once an hour.
+ALLOWED_EVERY_S = 3600.0
 
 
 class GlesysSource:
@@ -29,6 +38,7 @@ class GlesysSource:
         *,
         metrics: Metrics,
         concurrency: int = DEFAULT_CONCURRENCY,
+        log: RequestLog | None = None,
     ) -> None:
         self._client = client
         self._facts = facts
@@ -36,11 +46,15 @@ class GlesysSource:
         self._metrics = metrics
         self._concurrency = concurrency
         self._gauged: set[str] = set()
+        self._allowed: GlesysAllowedArguments | None = None
+        self._allowed_read = float("-inf")
+        self._log = log
 
     async def poll(self, cursor: Cursor | None) -> tuple[list[Event], Cursor]:
         """Return one CPU event per server; Glesys keeps no history, so the cursor is empty."""
         now = self._clock.now().replace(microsecond=0)
         listed = await self._client.list_servers()
+        allowed = await self._allowed_sizes()
         statuses = await gather_limited(
             [partial(self._status, s) for s in listed], self._concurrency
         )
@@ -58,6 +72,7 @@ class GlesysSource:
                     status=status.state,
                     location=server.datacenter,
                     plan=server.platform,
+                    sizes=allowed.cores_for(server.platform) or None if allowed else None,
                 )
             )
             self._metrics.server_cores.labels(PROVIDER, name).set(cores)
@@ -77,11 +92,28 @@ class GlesysSource:
 
     async def _status(self, server: GlesysServerSummary) -> tuple[GlesysStatus, int]:
         status = await self._client.server_status(server.serverid)
-        cpu = status.cpu
-        if (cpu.unit or "cores").lower() == "cores" and cpu.max:
-            return status, int(cpu.max)
-        # The status gave a share rather than cores: ask the details for the cores.
+        if status.cpu.cores is not None:
+            return status, status.cpu.cores
+        # The status gave a percentage rather than cores: ask the details for the cores.
         return status, (await self._client.server_details(server.serverid)).cpucores
+
+    async def _allowed_sizes(self) -> GlesysAllowedArguments | None:
+        """Return the core counts each platform allows, read at most hourly; None if unknown."""
+        if self._clock.monotonic() - self._allowed_read < ALLOWED_EVERY_S:
+            return self._allowed
+        try:
+            self._allowed = await self._client.allowed_arguments()
+        except ProviderError as exc:
+            # Resizes still keep within min_cores and max_cores; Glesys refuses a size it lacks.
+            if self._log is not None:
+                self._log.warning(
+                    "glesys_allowed_sizes_unread",
+                    endpoint="POST /server/allowedarguments",
+                    error=str(exc),
+                    kept="the sizes read before" if self._allowed else "min_cores to max_cores",
+                )
+        self._allowed_read = self._clock.monotonic()
+        return self._allowed
 
     def _event(self, serverid: str, name: str, time: datetime, percent: float, cores: int) -> Event:
         return Event(

@@ -61,8 +61,10 @@ async def test_demo_narrates_each_policy_acting_and_exits_zero(tmp_path: Path) -
     up = first(lines, "autoscale", "web-glesys-1: 2 → 4 cores, CPU above 85%")
     down = first(lines, "autoscale", "web-glesys-1: 4 → 3 cores, CPU below 35%")
     assert up < down < first(lines, "autoscale", "web-glesys-1: 3 → 2 cores")
-    # The hot Seeweb server gets a plan and its price, as an alert.
-    first(lines, "autoscale", "ec200002: move from ECS2 (2 cores) to ECS3 (4 cores), +16.00 EUR")
+    # The hot Seeweb servers get a plan of their family and its price, as an alert: the listing
+    # says ECS2, the plan list eCS2; the Windows server stays on Windows.
+    first(lines, "autoscale", "ec200002: move from eCS2 (2 cores) to eCS3 (4 cores), +12.00 EUR")
+    first(lines, "autoscale", "ec200008: move from eCS2W (2 cores) to eCS3W (4 cores), +21.00 EUR")
     # The risky action by hand waits for its snapshot.
     snapshot = first(lines, "guard", "snapshot: POST /ecs/v2/servers/ec200005/snapshots")
     assert first(lines, "guard", "POST /ecs/v2/servers/ec200005/actions") > snapshot

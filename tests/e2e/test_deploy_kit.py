@@ -31,7 +31,13 @@ ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 OPERATIONS = ROOT / "docs" / "operations.md"
 DAEMON = ROOT / "daemon"
 
-ALERTS = {"CloudpilotDown", "CloudpilotSourceStale", "CloudpilotNotifierFailing"}
+ALERTS = {
+    "CloudpilotDown",
+    "CloudpilotSourceStale",
+    "CloudpilotNotifierFailing",
+    "CloudpilotPolicyBlocked",
+    "CloudpilotProviderDataUnreadable",
+}
 RUNBOOK = "docs/operations.md#troubleshooting"
 # Labels Prometheus adds to every scraped series.
 TARGET_LABELS = {"job", "instance"}

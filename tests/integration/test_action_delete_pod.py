@@ -30,6 +30,7 @@ from daemon.engine import RuleError, load_rules
 from daemon.engine.engine import GuardSpec
 from daemon.models import Decision, Event, Mode, OutcomeStatus
 from daemon.observability.metrics import Metrics
+from daemon.observability.problems import Problems
 from daemon.policies.guard import SnapshotGuard
 from daemon.simulator.app import Credentials
 from daemon.state import LedgerState
@@ -372,13 +373,15 @@ async def test_build_clients_builds_the_k8sgpu_client(
 ) -> None:
     h = await simulator(SCENARIO)
     config = load_config(gpu_daemon(h, tmp_path).config.path)
+    metrics = Metrics(CollectorRegistry())
     async with aiohttp.ClientSession() as session:
         clients = build_clients(
             config,
             session,
             clock=FakeClock(START),
             log=logger()[0],
-            metrics=Metrics(CollectorRegistry()),
+            metrics=metrics,
+            problems=Problems(metrics=metrics, clock=FakeClock(START)),
         )
         registry = default_registry(
             session=session,

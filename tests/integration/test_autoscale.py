@@ -141,21 +141,22 @@ async def test_seeweb_gets_a_recommendation_and_no_resize(
         await run_for(daemon, 40)
         alert = await daemon.store.get_alert("seeweb-web/ec500001")
         gauge = daemon.metrics.registry.get_sample_value(
-            "cloudpilot_autoscale_recommended_cores", {"server": "ec500001", "plan": "ECS3"}
+            "cloudpilot_autoscale_recommended_cores", {"server": "ec500001", "plan": "eCS3"}
         )
         delta = daemon.metrics.registry.get_sample_value(
             "cloudpilot_autoscale_recommended_price_difference_euros",
-            {"server": "ec500001", "plan": "ECS3"},
+            {"server": "ec500001", "plan": "eCS3"},
         )
         # The load ends at 70m; the advice is withdrawn once it is back within thresholds.
         await run_for(daemon, 40)
         after = await daemon.store.get_alert("seeweb-web/ec500001")
     assert alert is not None and alert.status == "firing"
     summary = alert.data["notification"]["summary"]
-    assert summary == "ec500001: move from ECS2 (2 cores) to ECS3 (4 cores), +16.00 EUR/month"
-    assert alert.data["notification"]["labels"]["plan"] == "ECS3"
+    # The server says ECS2, the plan list eCS2: the same plan, 23 EUR; eCS3 costs 35.
+    assert summary == "ec500001: move from eCS2 (2 cores) to eCS3 (4 cores), +12.00 EUR/month"
+    assert alert.data["notification"]["labels"]["plan"] == "eCS3"
     assert gauge == 4.0
-    assert delta == 16.0
+    assert delta == 12.0
     log = await sim.requests()
     assert any(r["path"] == "/ecs/v2/plans" for r in log)
     # Seeweb cannot resize: nothing but reads went to the ECS API.

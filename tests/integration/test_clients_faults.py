@@ -18,6 +18,7 @@ import structlog
 from conftest import SimFactory, SimHandle
 from structlog.testing import capture_logs
 from test_clients_vs_sim import (
+    API_KEY,
     ECS_LOGIN,
     K8SGPU_LOGIN,
     USERNAME,
@@ -47,6 +48,7 @@ from daemon.providers import (
     Secret,
     ServerError,
 )
+from daemon.simulator.app import Credentials
 
 SERVERS = "/ecs/v2/servers"
 POWER = "/ecs/v2/servers/ec200001/actions"
@@ -291,8 +293,33 @@ async def test_ecs_login_token_is_renewed_before_it_expires(simulator: SimFactor
 
 async def test_a_wrong_glesys_key_is_an_auth_error(simulator: SimFactory) -> None:
     h = await start(simulator)
-    with raises(AuthError, match="project or API key is wrong"):
+    with raises(AuthError, match="Authentication failed. Double check the username and key."):
         await glesys(h, fake_clock(), key="not-the-key").list_servers()
+    assert await served(h, "POST", "/glesys/server/list") == [401]
+
+
+@pytest.mark.parametrize(
+    ("credentials", "refused"),
+    [
+        (Credentials(api_token=API_KEY, glesys_addresses=("192.0.2.10",)), "used from 127.0.0.1"),
+        (
+            Credentials(api_token=API_KEY, glesys_functions=frozenset({"server/details"})),
+            "may not call server/list",
+        ),
+    ],
+    ids=["address", "function"],
+)
+async def test_a_key_refused_for_the_address_or_function_says_what_to_allow(
+    simulator: SimFactory, credentials: Credentials, refused: str
+) -> None:
+    h = await simulator("default", credentials=credentials)
+    with raises(AuthError) as info:
+        await glesys(h, fake_clock()).list_servers()
+    message = str(info.value)
+    assert refused in message  # the provider's words, then what the key needs
+    assert "allow-list" in message and "this machine's public address" in message
+    for function in ("server/list", "server/status", "server/edit", "server/allowedarguments"):
+        assert function in message
     assert await served(h, "POST", "/glesys/server/list") == [401]
 
 
@@ -339,8 +366,10 @@ async def test_busy_answers_are_conflicts_with_the_simulators_reason(
 
     kvm = glesys(h, clock)
     await kvm.set_cores("kvm1000001", 4)
+    # As recorded, Glesys answers HTTP 500 with its own code 606; the client reads the code.
     with raises(
-        ConflictError, match="glesys POST /server/edit: conflict \\(HTTP 409: Server Locked"
+        ConflictError,
+        match="glesys POST /server/edit: conflict \\(HTTP 500, status 606: Server Locked\\)",
     ):
         await kvm.set_cores("kvm1000001", 6)
 

@@ -32,7 +32,8 @@ from daemon.providers import (
 from daemon.providers.base import RequestLog
 from daemon.providers.glesys import GlesysClient
 from daemon.simulator.app import Credentials
-from daemon.simulator.ecs import server_bills, snapshot_bills, template_bills, to_csv
+from daemon.simulator.ecs import IMAGES, server_bills, snapshot_bills, template_bills, to_csv
+from daemon.simulator.glesys import PLATFORMS
 from daemon.simulator.k8sgpu import CSV_COLUMNS, billing_lines
 from daemon.simulator.k8sgpu import billing_csv as gpu_billing_csv
 from daemon.simulator.world import REGIONS, month_bounds
@@ -205,6 +206,7 @@ SEEWEB_METHODS = {
     "delete_template",
     "list_plans",
     "list_available_plans",
+    "list_images",
     "list_regions",
     "available_regions",
     "billing_servers",
@@ -222,7 +224,13 @@ K8SGPU_METHODS = {
     "billing",
     "billing_csv",
 }
-GLESYS_METHODS = {"list_servers", "server_details", "server_status", "set_cores"}
+GLESYS_METHODS = {
+    "list_servers",
+    "server_details",
+    "server_status",
+    "allowed_arguments",
+    "set_cores",
+}
 
 
 def public_coroutines(cls: type) -> set[str]:
@@ -267,10 +275,16 @@ async def test_account_plans_and_regions(simulator: SimFactory, auth: AuthMode) 
     available = await client.list_available_plans()
     assert [p.name for p in available] == [p.name for p in world.plans.values() if p.available]
     assert all(p.os_availables for p in available)
-    assert [r.region for r in available[0].region_availables] == list(world.plans["ECS1"].regions)
+    assert [r.region for r in available[0].region_availables] == list(world.plan("ECS1").regions)
+    hosted = {s.name for r in available[0].region_availables for h in r.hosts for s in h.servers}
+    assert hosted == {
+        s.name for s in world.live_servers() if s.location in world.plan("ECS1").regions
+    }
 
-    assert [r.location for r in await client.list_regions()] == [code for code, _ in REGIONS]
-    assert await client.available_regions("ECS2") == list(world.plans["ECS2"].regions)
+    regions = await client.list_regions()
+    assert [(r.location, r.id) for r in regions] == [(code, ident) for code, _, ident in REGIONS]
+    assert await client.available_regions("ECS2") == list(world.plan("ECS2").regions)
+    assert [i.name for i in await client.list_images()] == [i[1] for i in IMAGES]
     await assert_logins(h, auth)
 
 
@@ -617,7 +631,9 @@ async def test_glesys_list_and_details(simulator: SimFactory) -> None:
         "api-glesys-2",
         4,
     )
-    assert (details.state, details.isrunning, details.islocked) == ("running", True, False)
+    # `state` is deprecated and null; the running and locked state come in their own fields.
+    assert (details.state, details.status) == (None, "running")
+    assert (details.is_running, details.is_locked) == (True, False)
     assert details.cost is not None and details.cost.amount is not None and details.cost.amount > 0
 
 
@@ -641,14 +657,30 @@ async def test_glesys_set_cores_shows_after_the_reboot(simulator: SimFactory) ->
     world = h.sim.world
 
     edited = await client.set_cores("kvm1000001", 4)
-    assert (edited.serverid, edited.state, edited.cpucores) == ("kvm1000001", "locked", 2)
-    assert (await client.server_status("kvm1000001")).state == "locked"
+    assert (edited.serverid, edited.is_locked, edited.cpucores) == ("kvm1000001", True, 2)
+    assert not edited.runs_with(4)
+    assert (await client.server_status("kvm1000001")).state == "stopped"
     await h.advance(world.glesys_reboot_s - 1)
     assert (await client.server_details("kvm1000001")).cpucores == 2
 
     await h.advance(2)
     details = await client.server_details("kvm1000001")
-    assert (details.cpucores, details.state) == (4, "running")
+    assert (details.cpucores, details.is_running, details.is_locked) == (4, True, False)
+    assert details.runs_with(4)
     assert world.glesys["kvm1000001"].cores_history[-1][1] == 4
     with pytest.raises(ValueError, match="cores must be at least 1"):
         await client.set_cores("kvm1000001", 0)
+
+
+async def test_glesys_allowed_arguments_give_each_platform_s_core_counts(
+    simulator: SimFactory,
+) -> None:
+    h = await start(simulator)
+    client = glesys(h, fake_clock())
+
+    every = await client.allowed_arguments()
+    mine = await client.allowed_arguments("kvm1000001")
+    assert every.cores_for("KVM") == every.cores_for("kvm") == PLATFORMS["KVM"]["cpucores"]
+    assert every.cores_for("VMware") == PLATFORMS["VMware"]["cpucores"]
+    assert set(mine.cores) == {"kvm"}
+    assert every.cores_for("OpenVZ") == every.cores_for(None) == ()

@@ -153,7 +153,7 @@ async def test_a_500_fault_with_count_2_fails_two_requests_then_stops(
     assert answer["fault"]["status"] == 500
     assert answer["fault"]["count"] == 2
     first = await h.call("GET", f"{ECS}/servers")
-    assert first == (500, {"status": "error", "code": 500, "message": "injected fault"})
+    assert first == (500, {"error_code": 500, "status": "error", "message": "injected fault"})
     assert await statuses(h, f"{ECS}/servers", 3) == [500, 200, 200]
 
 
@@ -462,6 +462,6 @@ async def test_bad_input_answers_4xx_with_a_json_message(
     assert status == expected, answer
     assert isinstance(answer, dict), answer
     assert answer["status"] == "error"
-    assert answer["code"] == expected
+    assert answer["error_code"] == expected
     assert isinstance(answer["message"], str)
     assert answer["message"]

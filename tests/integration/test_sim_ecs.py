@@ -77,7 +77,7 @@ async def test_bad_credentials_answer_401_with_a_json_body(
     h = await simulator("default")
     status, body = await h.call("GET", f"{ECS}/servers", auth=False, headers=headers)
     assert status == 401
-    assert body == {"status": "error", "code": 401, "message": message}
+    assert body == {"error_code": 401, "status": "error", "message": message}
 
 
 async def test_login_issues_a_bearer_token_that_expires_after_four_hours(
@@ -235,6 +235,30 @@ async def test_power_off_shuts_the_server_off_only_when_its_action_completes(
     assert await current_status(h, "ec200001") == "RUNNING"
 
 
+async def test_snapshots_nest_their_parent_and_a_rollback_names_the_restored_one(
+    simulator: SimFactory,
+) -> None:
+    h = await simulator("default")
+    first, _ = await new_snapshot(h, "ec200001", description="one")
+    await h.advance(90)
+    second, _ = await new_snapshot(h, "ec200001", description="two")
+    await h.advance(90)
+    listed = (await ok(h, "GET", f"{ECS}/servers/ec200001/snapshots"))["snapshots"]
+    await ok(h, "POST", f"{ECS}/servers/ec200001/actions", {"type": "rollback", "snapshot": second})
+    await h.advance(600)
+    server = (await ok(h, "GET", f"{ECS}/servers/ec200001"))["server"]
+
+    by_id = {snap["id"]: snap for snap in listed}
+    # As the live API does: the parent is a whole snapshot, not an id; one level deep here.
+    assert by_id[first]["snapshot_parent"] is None
+    parent = by_id[second]["snapshot_parent"]
+    assert (parent["id"], parent["snapshot_parent"]) == (first, None)
+    assert by_id[second]["snapshot_parent_name"] == parent["name"]
+    restored = server["last_restored_snapshot"]
+    assert (restored["id"], restored["is_last_restored"]) == (second, True)
+    assert restored["snapshot_parent"]["id"] == first
+
+
 async def test_a_snapshot_in_progress_blocks_power_off_until_it_completes(
     simulator: SimFactory,
 ) -> None:
@@ -245,7 +269,7 @@ async def test_a_snapshot_in_progress_blocks_power_off_until_it_completes(
     )
     assert status == 409
     assert f"snapshot {snap_id}" in body["message"]
-    assert body["code"] == 409
+    assert body["error_code"] == 409
     # The same guard holds for the server's other changes.
     for method, path, payload in [
         ("POST", f"{ECS}/servers/ec200003/snapshots", {}),
@@ -539,12 +563,12 @@ async def test_metrics_are_twelve_string_samples_with_zoneless_times(
 
 async def test_cpu_percent_is_demand_over_cores_capped_at_100(simulator: SimFactory) -> None:
     h = await simulator("default")
-    # ec200005 runs plan ECS4: 6 cores, and a constant demand of 0.5 cores.
-    assert (await metrics_of(h, "ec200005"))["core"][-1]["y"] == "8.33"
+    # ec200005 runs plan ECS4 (the list's eCS4): 4 cores, and a constant demand of 0.5 cores.
+    assert (await metrics_of(h, "ec200005"))["core"][-1]["y"] == "12.50"
     await ok(h, "POST", "/_sim/demand", {"server": "ec200005", "cores": 3})
     await h.advance(300)
     core = (await metrics_of(h, "ec200005"))["core"]
-    assert core[-1] == {"t": "2026-11-10 12:05:00", "y": "50.00"}
+    assert core[-1] == {"t": "2026-11-10 12:05:00", "y": "75.00"}
     await ok(h, "POST", "/_sim/demand", {"server": "ec200005", "cores": 9})
     await h.advance(300)
     assert (await metrics_of(h, "ec200005"))["core"][-1]["y"] == "100.00"
@@ -555,7 +579,7 @@ async def test_a_demand_change_does_not_rewrite_past_samples(simulator: SimFacto
     await ok(h, "POST", "/_sim/demand", {"server": "ec200005", "cores": 3})
     await h.advance(300)
     core = [s["y"] for s in (await metrics_of(h, "ec200005"))["core"]]
-    assert core == ["8.33"] * 11 + ["50.00"]
+    assert core == ["12.50"] * 11 + ["75.00"]
 
 
 async def test_a_powered_off_server_reports_zero_cpu(simulator: SimFactory) -> None:
@@ -597,7 +621,7 @@ async def test_server_billing_as_json(simulator: SimFactory) -> None:
     assert (web["plan"], web["year"], web["month"], web["status"]) == ("ECS2", 2026, 11, "Booted")
     assert web["billed_hours"] == BILLED_HOURS_AT_START
     assert web["summary"]["online_hour"] == BILLED_HOURS_AT_START
-    assert web["cost"] == round(BILLED_HOURS_AT_START * 0.028, 2)
+    assert web["cost"] == round(BILLED_HOURS_AT_START * 0.032, 2)  # eCS2's hourly price
     # ec200007 was off all month: billed hours are offline hours, at a 100 % discount.
     legacy = rows["ec200007"]["summary"]
     assert (legacy["online_hour"], legacy["offline_hour"]) == (0, BILLED_HOURS_AT_START)
@@ -630,7 +654,7 @@ async def test_billing_counts_only_hours_up_to_two_hours_ago(simulator: SimFacto
     await h.advance(1)
     row = (await server_rows(h))["ec200001"]
     assert row["billed_hours"] == BILLED_HOURS_AT_START + 1
-    assert row["cost"] == round((BILLED_HOURS_AT_START + 1) * 0.028, 2)
+    assert row["cost"] == round((BILLED_HOURS_AT_START + 1) * 0.032, 2)
     money = (await world(h))["money"]
     assert money["billed_until"] == "2026-11-10T11:00:00.000000+00:00"
     assert money["billed_month_to_date"]["total"] < money["month_to_date"]["total"]

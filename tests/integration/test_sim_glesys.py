@@ -53,9 +53,8 @@ DETAIL_KEYS = {
     "cost",
     "iplist",
     "state",
-    "isrunning",
-    "islocked",
 }
+STATE_KEYS = {"isrunning", "islocked", "status"}
 
 
 @dataclass
@@ -104,7 +103,9 @@ async def test_requests_without_or_with_a_wrong_key_answer_401_in_the_envelope(a
 
     assert (missing, wrong) == (401, 401)
     assert body["response"]["status"]["code"] == 401
-    assert "Unauthorized" in body["response"]["status"]["text"]
+    # The live API's words (brother/gleshys quotes them).
+    text = "Authentication failed. Double check the username and key."
+    assert body["response"]["status"]["text"] == text
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
@@ -126,7 +127,7 @@ async def test_list_answers_every_spelling_and_method(api: Api, method: str, suf
             "platform": "KVM",
         },
     ]
-    assert response["debug"] == {"input": {}}
+    assert response["debug"] == {"input": []}  # PHP echoes no arguments as an empty list
     assert response["status"]["timestamp"] == "2024-11-20T10:30:00+00:00"
 
 
@@ -163,17 +164,55 @@ async def test_details_have_every_field_and_state_only_when_asked(api: Api) -> N
     yes = (await api.ok("details", data={"serverid": DB, "includestate": "yes"}))["server"]
 
     assert set(plain) == DETAIL_KEYS
-    assert plain["state"] is None
-    assert stated["state"] == yes["state"] == "running"
+    assert set(stated) == set(yes) == DETAIL_KEYS | STATE_KEYS
+    # `state` is deprecated: null; `includestate` adds the fields that replace it.
+    assert plain["state"] is stated["state"] is None
+    assert (stated["isrunning"], stated["islocked"], stated["status"]) == (True, False, "running")
+    assert stated == yes
     assert (plain["cpucores"], plain["memorysize"], plain["disksize"]) == (4, 8192, 100)
     assert plain["managedhosting"] == "no"
-    assert (plain["isrunning"], plain["islocked"]) == (True, False)
     assert plain["cost"]["currency"] == "EUR"
     assert plain["cost"]["timeperiod"] == "month"
     assert isinstance(plain["cost"]["amount"], float)
     assert {ip["version"] for ip in plain["iplist"]} == {4, 6}
     for ip in plain["iplist"]:
         assert set(ip) == {"ipaddress", "version", "cost", "currency"}
+
+
+@pytest.mark.parametrize("kind", ["state", "cpu", "memory", "disk", "bandwidth", "uptime"])
+async def test_status_answers_one_statustype_alone(api: Api, kind: str) -> None:
+    server = (await api.ok("status", data={"serverid": WEB, "statustype": kind}))["server"]
+
+    assert set(server) == {"transfer" if kind == "bandwidth" else kind}
+
+
+async def test_status_refuses_a_list_of_statustypes(api: Api) -> None:
+    status, body = await api.call("status", data={"serverid": WEB, "statustype": "state,cpu"})
+
+    assert status == 400
+    assert "statustype" in body["response"]["status"]["text"]
+
+
+async def test_allowed_arguments_list_each_platform_s_core_counts(api: Api) -> None:
+    every = (await api.ok("allowedarguments", json={}))["argumentslist"]["platforms"]
+    mine = (await api.ok("allowedarguments", json={"serverid": WEB}))["argumentslist"]
+
+    assert set(every) == {"KVM", "VMware"}
+    assert [c["value"] for c in every["KVM"]["cpucores"]] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        8,
+        10,
+        12,
+        16,
+        24,
+        32,
+    ]
+    assert set(mine["platforms"]) == {"KVM"}
 
 
 async def test_status_reports_cpu_in_cores_from_demand(api: Api) -> None:
@@ -209,17 +248,18 @@ async def test_edit_locks_the_server_and_applies_cores_after_the_reboot(api: Api
     after = (await api.ok("details", data={"serverid": WEB, "includestate": "yes"}))["server"]
     status = (await api.ok("status", data={"serverid": WEB}))["server"]
 
-    assert edited["server"]["state"] == "locked"
-    assert edited["server"]["islocked"] is True
-    assert edited["server"]["isrunning"] is False
+    assert (edited["server"]["islocked"], edited["server"]["isrunning"]) == (True, False)
+    assert edited["server"]["status"] == "updating"
     assert edited["server"]["cpucores"] == 2
     assert edited["debug"]["input"] == {"serverid": WEB, "cpucores": "4"}
-    assert during["state"] == "locked"
+    assert during["state"] == "stopped"
     assert during["cpu"] == {"usage": 0.0, "max": 2, "unit": "cores"}
-    assert again == 409
+    # As recorded (jclouds): a locked server answers HTTP 500 with Glesys's code 606.
+    assert again == 500
+    assert again_body["response"]["status"]["code"] == 606
     assert again_body["response"]["status"]["text"] == "Server Locked"
-    assert (still["state"], still["cpucores"]) == ("locked", 2)
-    assert (after["state"], after["cpucores"]) == ("running", 4)
+    assert (still["islocked"], still["status"], still["cpucores"]) == (True, "updating", 2)
+    assert (after["islocked"], after["isrunning"], after["cpucores"]) == (False, True, 4)
     assert after["cost"]["amount"] > edited["server"]["cost"]["amount"]
     assert status["cpu"] == {"usage": 1.5, "max": 4, "unit": "cores"}
     assert status["uptime"]["current"] == 0
@@ -228,7 +268,7 @@ async def test_edit_locks_the_server_and_applies_cores_after_the_reboot(api: Api
 async def test_edit_to_the_same_cores_does_not_reboot(api: Api) -> None:
     edited = (await api.ok("edit", json={"serverid": WEB, "cpucores": 2}))["server"]
 
-    assert (edited["state"], edited["cpucores"]) == ("running", 2)
+    assert (edited["isrunning"], edited["islocked"], edited["cpucores"]) == (True, False, 2)
 
 
 async def test_edit_changes_memory_and_description(api: Api) -> None:
@@ -237,7 +277,7 @@ async def test_edit_changes_memory_and_description(api: Api) -> None:
     )
     details = (await api.ok("details", data={"serverid": DB}))["server"]
 
-    assert edited["server"]["state"] == "running"
+    assert edited["server"]["status"] == "running"
     assert (details["memorysize"], details["description"]) == (16384, "primary db")
 
 
@@ -253,14 +293,15 @@ async def test_missing_serverid_answers_400_naming_it(api: Api, function: str) -
 
 
 @pytest.mark.parametrize("function", ["details", "status", "edit"])
-async def test_unknown_server_answers_404_in_glesys_words(api: Api, function: str) -> None:
+async def test_unknown_server_answers_400_in_glesys_words(api: Api, function: str) -> None:
     status, body = await api.call(function, data={"serverid": "kvm0000000", "cpucores": "2"})
 
-    assert status == 404
+    # As recorded (jclouds): a 400, not a 404, and the text ends in a newline.
+    assert status == 400
     assert body["response"]["status"] == {
-        "code": 404,
+        "code": 400,
         "timestamp": "2024-11-20T10:30:00+00:00",
-        "text": "Could not find server with this id on this account.",
+        "text": "Could not find server with this id on this account.\n",
     }
 
 
@@ -272,6 +313,7 @@ async def test_unknown_server_answers_404_in_glesys_words(api: Api, function: st
         ({"cpucores": True}, "cpucores"),
         ({"cpucores": 64}, "cpucores"),
         ({"cpucores": 0}, "cpucores"),
+        ({"cpucores": 7}, "cpucores"),  # not a size KVM offers
         ({"memorysize": "lots"}, "memorysize"),
         ({"memorysize": 1}, "memorysize"),
     ],
@@ -284,7 +326,7 @@ async def test_edit_refuses_invalid_arguments_with_400(
 
     assert status == 400
     assert needle in body["response"]["status"]["text"]
-    assert (details["state"], details["cpucores"], details["memorysize"]) == ("running", 2, 4096)
+    assert (details["status"], details["cpucores"], details["memorysize"]) == ("running", 2, 4096)
 
 
 async def test_bad_json_body_answers_400(api: Api) -> None:
@@ -303,6 +345,7 @@ GOLDEN_REQUESTS: dict[str, tuple[str, dict[str, Any]]] = {
     "server_details": ("details", {"data": {"serverid": WEB, "includestate": "yes"}}),
     "server_status": ("status", {"data": {"serverid": WEB}}),
     "server_edit": ("edit", {"json": {"serverid": WEB, "cpucores": 4}}),
+    "server_allowedarguments": ("allowedarguments", {"json": {}}),
 }
 
 

@@ -338,9 +338,7 @@ async def test_metrics_new_samples_only_as_percent(simulator: SimFactory) -> Non
     )
     assert rig.gauge("cloudpilot_server_cores", provider="seeweb", server="ec200003") == 4
     assert rig.gauge("cloudpilot_server_cpu_ratio", provider="seeweb", server="ec200006") is None
-    assert (
-        rig.gauge("cloudpilot_server_cores", provider="seeweb", server="ec200006") == 16
-    )  # ECSGPU8
+    assert rig.gauge("cloudpilot_server_cores", provider="seeweb", server="ec200006") == 4  # L4
 
     # Facts: every listed server, and a CPU window for those with metrics.
     assert {name for (_, name) in rig.facts.servers} == set(world.servers)
@@ -356,9 +354,9 @@ async def test_metrics_new_samples_only_as_percent(simulator: SimFactory) -> Non
     second = await rig.poll(source)
     assert Counter(e.resource for e in second) == dict.fromkeys(with_metrics, 2)
     latest = max((e for e in second if e.resource == "ec200005"), key=lambda e: e.time)
-    assert latest.data["cpu_percent"] == pytest.approx(50.0)  # 3 of the ECS4's 6 cores
+    assert latest.data["cpu_percent"] == pytest.approx(75.0)  # 3 of the eCS4's 4 cores
     assert rig.gauge("cloudpilot_server_cpu_ratio", provider="seeweb", server="ec200005") == (
-        pytest.approx(0.5)
+        pytest.approx(0.75)
     )
     assert len(rig.facts.cpu[("seeweb", "ec200005")]) == 14
     assert rig.duplicates() == []

@@ -36,6 +36,8 @@ from daemon.providers import (
     SeewebClient,
     ServerError,
 )
+from daemon.providers.base import ProblemObserver
+from daemon.providers.records import ItemProblem, PageItems
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -137,6 +139,15 @@ def seeweb(
         rng=random.Random(7),
         **kwargs,
     )
+
+
+def collect(into: list[tuple[str, str, ItemProblem]]) -> ProblemObserver:
+    """Return an `on_problem` hook that keeps what it is told."""
+
+    def observe(provider: str, endpoint: str, problem: ItemProblem) -> None:
+        into.append((provider, endpoint, problem))
+
+    return observe
 
 
 def k8sgpu(
@@ -394,26 +405,61 @@ async def test_truncated_json_raises_bad_response_naming_the_endpoint(
     assert api.count("/ecs/v2/actions") == 1
 
 
-async def test_bad_field_is_named_by_its_path(
+async def test_an_unreadable_item_is_left_out_named_by_its_field_and_counted_once_per_item(
     session: aiohttp.ClientSession, clock: FakeClock
 ) -> None:
     actions = [dict(ACTION, id=i) for i in range(5)]
     actions[3]["created_at"] = "x"
     body = {"actions": actions, "total_actions": 5}
+    seen: list[tuple[str, str, ItemProblem]] = []
+    with structlog.testing.capture_logs() as logs:
+        async with serve(("GET", "/ecs/v2/actions", replies(web.json_response(body)))) as api:
+            client = seeweb(
+                session, api, clock, logger=structlog.get_logger(), on_problem=collect(seen)
+            )
+            page, total = await client.list_actions()
+            again, _ = await client.list_actions()
+
+    assert [a.id for a in page] == [a.id for a in again] == [0, 1, 2, 4]
+    assert isinstance(page, PageItems)
+    assert (page.listed, total) == (5, 5)  # paging goes by what the page listed
+    problem = ItemProblem("actions[].created_at", "3", "invalid datetime 'x'")
+    assert seen == [("seeweb", "GET /ecs/v2/actions", problem)] * 2
+    unreadable = [e for e in logs if e["event"] == "provider_item_unreadable"]
+    assert [e["log_level"] for e in unreadable] == ["warning", "debug"]
+    assert dict(unreadable[0]) == {
+        "event": "provider_item_unreadable",
+        "log_level": "warning",
+        "provider": "seeweb",
+        "endpoint": "GET /ecs/v2/actions",
+        "field": "actions[].created_at",
+        "item": "3",
+        "error": "invalid datetime 'x'",
+        "kept": "the other items of the answer",
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"actions": [{"status": "completed"}]}, "actions[].id", "field required"),
+        ({"actions": [dict(ACTION, progress="lots")]}, "actions[].progress", "invalid integer"),
+    ],
+)
+async def test_items_of_the_wrong_shape_are_left_out(
+    session: aiohttp.ClientSession, clock: FakeClock, body: Any, field: str, message: str
+) -> None:
+    seen: list[tuple[str, str, ItemProblem]] = []
     async with serve(("GET", "/ecs/v2/actions", replies(web.json_response(body)))) as api:
-        with pytest.raises(BadResponseError) as caught:
-            await seeweb(session, api, clock).list_actions()
-    assert (
-        str(caught.value)
-        == "seeweb GET /ecs/v2/actions: actions[3].created_at: invalid datetime 'x'"
-    )
+        page, total = await seeweb(session, api, clock, on_problem=collect(seen)).list_actions()
+
+    assert (list(page), total) == ([], 1)
+    assert [(p.field, p.message.startswith(message)) for _, _, p in seen] == [(field, True)]
 
 
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ({"actions": [{"status": "completed"}]}, "actions[0].id: field required"),
-        ({"actions": [dict(ACTION, progress="lots")]}, "actions[0].progress: invalid integer"),
         ({"actions": "none"}, "actions: input should be a valid tuple"),
         ([ACTION], "body: input should be a valid dictionary"),
         ({}, "actions: field required"),

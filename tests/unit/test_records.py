@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from daemon.providers.records import (
     Action,
+    ItemProblem,
     LogEntry,
     MetricSample,
     Plan,
@@ -176,3 +177,81 @@ def test_metrics_nested_series_are_flattened() -> None:
     for series in (metrics.cpu, metrics.disk_reads, metrics.disk_writes, metrics.net_received):
         assert series[0].value == 28.45
         assert series[0].t == datetime(2024, 10, 17, 8, 35, 58, tzinfo=UTC)
+
+
+# --- lists read item by item -----------------------------------------------------------------
+
+
+def test_one_bad_item_is_left_out_and_reported_once_with_its_name() -> None:
+    from daemon.providers.seeweb import _PlansPage
+
+    good = {"name": "eCS1", "cpu": "1", "montly_price": 14.0}
+    nested_bad = {
+        "name": "eCS2",
+        "cpu": "2",
+        "available_regions": [{"location": "it-fr2"}, {"description": "no location"}],
+    }
+    problems: list[ItemProblem] = []
+    page = parse_record(
+        _PlansPage,
+        {"plans": [good, {"name": "eCS3", "cpu": "four"}, nested_bad]},
+        problems=problems,
+    )
+    assert [(p.name, p.monthly_price) for p in page.plans] == [("eCS1", 14.0), ("eCS2", None)]
+    assert [r.location for r in page.plans[1].regions] == ["it-fr2"]
+    # Each once, though the good items were validated twice.
+    assert problems == [
+        ItemProblem("available_regions[].location", "#1", "field required"),
+        ItemProblem("plans[].cpu", "eCS3", "invalid integer 'four'"),
+    ]
+
+
+def test_without_a_problem_list_a_bad_item_fails_the_whole_answer() -> None:
+    from daemon.providers.seeweb import _PlansPage
+
+    with pytest.raises(RecordError, match=r"plans\[1\]\.cpu: invalid integer"):
+        parse_record(_PlansPage, {"plans": [{"name": "a", "cpu": 1}, {"name": "b", "cpu": "x"}]})
+
+
+def test_a_list_that_is_not_a_list_still_fails_the_answer() -> None:
+    from daemon.providers.seeweb import _PlansPage
+
+    with pytest.raises(RecordError, match="plans: input should be a valid tuple"):
+        parse_record(_PlansPage, {"plans": "none"}, problems=[])
+
+
+@pytest.mark.parametrize(
+    "servers",
+    [[{"name": "ec1", "notes": "web"}], ["ec1"], None],
+    ids=["objects (live)", "names", "null"],
+)
+def test_hosts_list_their_servers_as_objects_names_or_nothing(servers: Any) -> None:
+    from daemon.providers.records import HostAvailability
+
+    host = HostAvailability.model_validate({"host": "ecs1.host", "servers": servers})
+    assert [s.name for s in host.servers] == ([] if servers is None else ["ec1"])
+
+
+@pytest.mark.parametrize(
+    "regions", [[["it-fr2", "it-mi2"]], ["it-fr2", "it-mi2"], [{"location": "it-fr2"}, "it-mi2"]]
+)
+def test_available_regions_come_nested_or_flat(regions: Any) -> None:
+    from daemon.providers.seeweb import _AvailableRegions
+
+    assert list(_AvailableRegions.model_validate({"regions": regions}).regions) == [
+        "it-fr2",
+        "it-mi2",
+    ]
+
+
+@pytest.mark.parametrize("parent", [107, "107", {"id": 107, "name": "SNP-2"}, None])
+def test_a_snapshot_parent_is_an_id_or_the_whole_snapshot(parent: Any) -> None:
+    from daemon.providers.records import Snapshot
+
+    snap = Snapshot.model_validate({"id": 108, "snapshot_parent": parent})
+    assert snap.snapshot_parent == (None if parent is None else 107)
+
+
+@pytest.mark.parametrize("key", ["montly_price", "monthly_price"])
+def test_the_monthly_price_is_read_in_either_spelling(key: str) -> None:
+    assert Plan.model_validate({"name": "eCS1", "cpu": "1", key: 14}).monthly_price == 14.0

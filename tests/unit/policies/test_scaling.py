@@ -77,7 +77,7 @@ def run(
 
 def test_no_samples_hold() -> None:
     verdict = decide(spec(), [], 2, T0)
-    assert verdict == Verdict(2, 2, "hold", "no CPU samples yet")
+    assert verdict == Verdict(2, 2, "hold", "no CPU samples yet", missing="no_cpu_samples")
     assert not verdict.resize
 
 

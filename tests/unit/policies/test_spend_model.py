@@ -17,6 +17,7 @@ from daemon.policies.spend import (
     month_of,
     previous_month,
 )
+from daemon.providers.plans import PlanCatalogue
 from daemon.providers.records import (
     GpuPodBill,
     GpuPodRef,
@@ -242,7 +243,10 @@ def make_facts(bills: MonthBills | None = None) -> Facts:
 def model(facts: Facts, power: dict[str, str] | None = None) -> SpendModel:
     states = {} if power is None else power
     return SpendModel(
-        facts, plans=lambda: PLANS, gpu_prices=GPU_PRICES, power=lambda name: states.get(name)
+        facts,
+        plans=lambda: PlanCatalogue(PLANS),
+        gpu_prices=GPU_PRICES,
+        power=lambda name: states.get(name),
     )
 
 
@@ -320,7 +324,7 @@ def test_a_gpu_class_absent_from_the_table_uses_what_the_bill_charged_per_hour()
     assert spend.rate == pytest.approx(1.0)
     facts = make_facts()
     facts.pods["p5"] = pod("p5", "c2", "a100")
-    spender = SpendModel(facts, plans=lambda: PLANS, gpu_prices={})
+    spender = SpendModel(facts, plans=lambda: PlanCatalogue(PLANS), gpu_prices={})
     spend, _ = spender.spend("c2-cap", BudgetScope("k8sgpu", cluster="c2"), T0)
     assert spend.rate == pytest.approx(1.0 + 3.0)  # a100 learned from c1's row: 30 / 10
 

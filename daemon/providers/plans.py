@@ -1,0 +1,125 @@
+"""Seeweb's plan catalogue: plans by name whatever the case, grouped in the families they form.
+
+The live plan list names plans `eCS1`…`eCS6` (Linux), `eCS2W`… (Windows), `eCS1HM`… (high
+memory) and `ECS1GPU6`… (GPU, by card), while a server's record may spell its plan `ECS1`. A
+recommendation must stay in the server's family: a Windows server needs a Windows plan, a CPU
+server never gets a GPU plan, a GPU server keeps its kind of card, and the same memory class is
+preferred when it has a plan big enough.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+from daemon.providers.records import Plan
+
+MemoryClass = Literal["standard", "high"]
+
+_GPU_HOST_PREFIXES = ("ECSGPU", "ECSAIA")
+
+
+@dataclass(frozen=True, slots=True)
+class PlanFamily:
+    """What a server keeps when it changes plan: the OS licence and the kind of accelerator."""
+
+    windows: bool
+    accelerator: str | None
+    """The GPU host type (`ECSGPU6`, `ECSAIA1`), or None for a CPU plan."""
+
+    memory: MemoryClass
+
+    def describe(self) -> str:
+        """Return the family in words, e.g. `Windows, standard memory`."""
+        words = ["Windows" if self.windows else "Linux"]
+        if self.accelerator:
+            words.append(f"{self.accelerator} accelerator")
+        words.append("high memory" if self.memory == "high" else "standard memory")
+        return ", ".join(words)
+
+
+def family_of(plan: Plan) -> PlanFamily:
+    """Return the family a plan belongs to, from its flags or, failing those, its name."""
+    name = plan.name.strip().upper()
+    host = (plan.host_type or "").strip().upper()
+    windows = plan.windows if plan.windows is not None else name.endswith("W")
+    accelerator: str | None = None
+    if (plan.gpu or 0) > 0 or host.startswith(_GPU_HOST_PREFIXES):
+        accelerator = host or (plan.gpu_label or "GPU")
+    memory: MemoryClass = "high" if host == "ECSHM" or name.endswith("HM") else "standard"
+    return PlanFamily(windows, accelerator, memory)
+
+
+def same_kind(a: PlanFamily, b: PlanFamily) -> bool:
+    """Return whether a server may move between the two families (memory class aside)."""
+    return a.windows == b.windows and a.accelerator == b.accelerator
+
+
+class PlanCatalogue:
+    """The plans the account may use, looked up by name without regard to case."""
+
+    def __init__(self, plans: Iterable[Plan] = ()) -> None:
+        self._plans = tuple(plans)
+        self._by_key = {plan.name.strip().casefold(): plan for plan in self._plans}
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+    def __iter__(self) -> Iterator[Plan]:
+        return iter(self._plans)
+
+    def __bool__(self) -> bool:
+        return bool(self._plans)
+
+    def get(self, name: str | None) -> Plan | None:
+        """Return the plan called `name` in any case, or None."""
+        if name is None:
+            return None
+        return self._by_key.get(name.strip().casefold())
+
+    def hourly_price(self, name: str | None) -> float | None:
+        """Return a plan's price per hour, if the plan and its price are known."""
+        plan = self.get(name)
+        return plan.hourly_price if plan is not None else None
+
+    def moves(self, current: Plan) -> list[Plan]:
+        """Return the priced, available plans a server on `current` may move to, itself aside."""
+        family = family_of(current)
+        return [
+            plan
+            for plan in self._plans
+            if plan is not current
+            and plan.monthly_price is not None
+            and plan.available is not False
+            and same_kind(family_of(plan), family)
+            and (current.disk is None or (plan.disk or 0) >= current.disk)
+        ]
+
+    def sizes(self, current: Plan) -> list[int]:
+        """Return the core counts a server on `current` can have, its own included."""
+        return sorted({plan.cpu for plan in self.moves(current)} | {current.cpu})
+
+    def choose(self, current: Plan, cores: int) -> Plan | None:
+        """Return the plan to recommend for `cores`: same family, the fewest cores, cheapest.
+
+        Among plans with enough cores, those of the current memory class come first; only when
+        none of them is big enough does another class qualify.
+        """
+        memory = family_of(current).memory
+        candidates = [plan for plan in self.moves(current) if plan.cpu >= cores]
+        if cores < current.cpu:
+            # Scaling down: the smallest plan that still has `cores`, below the current size.
+            candidates = [plan for plan in self.moves(current) if cores <= plan.cpu < current.cpu]
+        if not candidates:
+            return None
+        return min(
+            candidates,
+            key=lambda plan: (
+                family_of(plan).memory != memory,
+                plan.cpu,
+                plan.monthly_price or 0.0,
+                (plan.ram or 0),
+            ),
+        )
+

@@ -35,6 +35,7 @@ test: lint typecheck
 bench: $(BIN)/cloudpilot
 	$(BIN)/python -m bench.simulator
 	$(BIN)/python -m bench.client_sweep
+	$(BIN)/python -m bench.listing
 	$(BIN)/python -m bench.engine
 	$(BIN)/python -m bench.daemon
 

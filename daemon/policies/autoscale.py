@@ -20,7 +20,7 @@ from daemon.notify.model import Severity, event_alert
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Hold, Problems
 from daemon.policies.scaling import DAY, Verdict, decide
-from daemon.providers.plans import PlanCatalogue, family_of, same_kind
+from daemon.providers.plans import PlanCatalogue
 from daemon.sources.base import drop_series
 from daemon.state.store import LedgerEntry, LedgerState
 
@@ -213,15 +213,13 @@ class AutoscalePolicy:
                     CORES_FROM["seeweb"][0],
                     "server[].plan",
                 )
-            family = family_of(plan)
-            kin = [p for p in self.plans if same_kind(family_of(p), family)]
-            if not any(p.monthly_price is not None for p in kin):
+            if not self.plans.priced_family(plan):
                 return Hold(
                     rule.name,
                     server.name,
                     "no_priced_plan",
-                    f"{server.name}: no plan of its family ({family.describe()}) carries a "
-                    "monthly price, so no move can be priced",
+                    f"{server.name}: no plan of its family ({self.plans.family(plan).describe()}) "
+                    "carries a monthly price, so no move can be priced",
                     PLANS_ENDPOINT,
                     "plans[].montly_price",
                 )
@@ -281,7 +279,7 @@ class AutoscalePolicy:
             if chosen is None:
                 verdict = _held(
                     verdict,
-                    f"{verdict.reason}, but no other {family_of(plan).describe()} plan has "
+                    f"{verdict.reason}, but no other {self.plans.family(plan).describe()} plan has "
                     f"{verdict.target} cores and the disk of {plan.name}",
                 )
             else:

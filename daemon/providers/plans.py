@@ -57,11 +57,17 @@ def same_kind(a: PlanFamily, b: PlanFamily) -> bool:
 
 
 class PlanCatalogue:
-    """The plans the account may use, looked up by name without regard to case."""
+    """The plans the account may use, looked up by name without regard to case.
+
+    A catalogue never changes once built (the plan list is read again into a new one), so each
+    plan's family and moves are worked out once: autoscale asks for every server on every poll.
+    """
 
     def __init__(self, plans: Iterable[Plan] = ()) -> None:
         self._plans = tuple(plans)
-        self._by_key = {plan.name.strip().casefold(): plan for plan in self._plans}
+        self._by_key = {_key(plan.name): plan for plan in self._plans}
+        self._families = {id(plan): family_of(plan) for plan in self._plans}
+        self._moves: dict[int, tuple[Plan, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._plans)
@@ -76,25 +82,44 @@ class PlanCatalogue:
         """Return the plan called `name` in any case, or None."""
         if name is None:
             return None
-        return self._by_key.get(name.strip().casefold())
+        return self._by_key.get(_key(name))
 
     def hourly_price(self, name: str | None) -> float | None:
         """Return a plan's price per hour, if the plan and its price are known."""
         plan = self.get(name)
         return plan.hourly_price if plan is not None else None
 
-    def moves(self, current: Plan) -> list[Plan]:
+    def family(self, plan: Plan) -> PlanFamily:
+        """Return a plan's family (worked out once for the catalogue's own plans)."""
+        known = self._families.get(id(plan))
+        return known if known is not None else family_of(plan)
+
+    def priced_family(self, plan: Plan) -> bool:
+        """Return whether some plan a server on `plan` could be on carries a monthly price."""
+        family = self.family(plan)
+        return plan.monthly_price is not None or any(
+            other.monthly_price is not None and same_kind(self.family(other), family)
+            for other in self._plans
+        )
+
+    def moves(self, current: Plan) -> tuple[Plan, ...]:
         """Return the priced, available plans a server on `current` may move to, itself aside."""
-        family = family_of(current)
-        return [
+        known = self._moves.get(id(current))
+        if known is not None and id(current) in self._families:
+            return known
+        family = self.family(current)
+        moves = tuple(
             plan
             for plan in self._plans
             if plan is not current
             and plan.monthly_price is not None
             and plan.available is not False
-            and same_kind(family_of(plan), family)
+            and same_kind(self.family(plan), family)
             and (current.disk is None or (plan.disk or 0) >= current.disk)
-        ]
+        )
+        if id(current) in self._families:
+            self._moves[id(current)] = moves
+        return moves
 
     def sizes(self, current: Plan) -> list[int]:
         """Return the core counts a server on `current` can have, its own included."""
@@ -106,20 +131,24 @@ class PlanCatalogue:
         Among plans with enough cores, those of the current memory class come first; only when
         none of them is big enough does another class qualify.
         """
-        memory = family_of(current).memory
-        candidates = [plan for plan in self.moves(current) if plan.cpu >= cores]
+        memory = self.family(current).memory
         if cores < current.cpu:
             # Scaling down: the smallest plan that still has `cores`, below the current size.
             candidates = [plan for plan in self.moves(current) if cores <= plan.cpu < current.cpu]
+        else:
+            candidates = [plan for plan in self.moves(current) if plan.cpu >= cores]
         if not candidates:
             return None
         return min(
             candidates,
             key=lambda plan: (
-                family_of(plan).memory != memory,
+                self.family(plan).memory != memory,
                 plan.cpu,
                 plan.monthly_price or 0.0,
                 (plan.ram or 0),
             ),
         )
 
+
+def _key(name: str) -> str:
+    return name.strip().casefold()

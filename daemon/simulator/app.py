@@ -415,7 +415,7 @@ def _basic(user: str, password: str) -> str:
 
 def create_app(sim: Simulation) -> web.Application:
     """Return the simulator's aiohttp application."""
-    from daemon.simulator import control, ecs, glesys, k8sgpu
+    from daemon.simulator import control, ecs, ecs_account, glesys, k8sgpu
 
     app = web.Application(
         middlewares=[record_requests, inject_faults, answer_errors],
@@ -423,6 +423,7 @@ def create_app(sim: Simulation) -> web.Application:
     )
     app[SIM] = sim
     ecs.add_routes(app)
+    ecs_account.add_routes(app)
     k8sgpu.add_routes(app)
     glesys.add_routes(app)
     control.add_routes(app)

@@ -279,18 +279,20 @@ def hosts_json(world: World, region: str) -> list[dict[str, Any]]:
 # -- request bodies --------------------------------------------------------------------------------
 
 
-class _Body(BaseModel):
+class RequestBody(BaseModel):
+    """A request body: fields the API does not know are ignored, as the live API does."""
+
     model_config = ConfigDict(extra="ignore")
 
 
-class LoginBody(_Body):
+class LoginBody(RequestBody):
     """POST /login."""
 
     username: str
     password: str
 
 
-class NewServer(_Body):
+class NewServer(RequestBody):
     """POST /servers."""
 
     plan: str
@@ -300,7 +302,7 @@ class NewServer(_Body):
     group: str | None = None
 
 
-class ServerUpdate(_Body):
+class ServerUpdate(RequestBody):
     """PUT /servers/{name}: the label (`note` in one docs example, `notes` elsewhere) and group."""
 
     notes: str | None = None
@@ -308,14 +310,14 @@ class ServerUpdate(_Body):
     group: str | None = None
 
 
-class ServerActionBody(_Body):
+class ServerActionBody(RequestBody):
     """POST /servers/{name}/actions."""
 
     type: str
     snapshot: int | None = None
 
 
-class NewSnapshot(_Body):
+class NewSnapshot(RequestBody):
     """POST /servers/{name}/snapshots."""
 
     description: str = Field(default="", max_length=255)
@@ -323,7 +325,7 @@ class NewSnapshot(_Body):
     protected: bool = False
 
 
-class SnapshotUpdate(_Body):
+class SnapshotUpdate(RequestBody):
     """PATCH /servers/{name}/snapshots/{id}."""
 
     description: str | None = Field(default=None, max_length=255)
@@ -331,7 +333,7 @@ class SnapshotUpdate(_Body):
     protected: bool | None = None
 
 
-class NewTemplate(_Body):
+class NewTemplate(RequestBody):
     """POST /templates."""
 
     server: str | None = None
@@ -339,14 +341,14 @@ class NewTemplate(_Body):
     description: str = ""
 
 
-class TemplateUpdate(_Body):
+class TemplateUpdate(RequestBody):
     """PATCH (live) or PUT (docs) /templates/{name}."""
 
     description: str | None = None
     notes: str | None = None
 
 
-class RegionQuery(_Body):
+class RegionQuery(RequestBody):
     """POST /regions/availables."""
 
     plan: str
@@ -360,7 +362,8 @@ def _sim(request: web.Request) -> tuple[Simulation, World]:
     return sim, sim.world
 
 
-def _id(request: web.Request, name: str) -> int:
+def id_arg(request: web.Request, name: str) -> int:
+    """Return an integer path parameter, or refuse with a 400 naming it."""
     raw = request.match_info[name]
     try:
         return int(raw)
@@ -421,7 +424,7 @@ async def list_actions(request: web.Request) -> web.Response:
 async def get_action(request: web.Request) -> web.Response:
     """Return one action."""
     _, world = _sim(request)
-    action_id = _id(request, "id")
+    action_id = id_arg(request, "id")
     action = world.actions_by_id.get(action_id)
     if action is None:
         raise SimError(404, f"action {action_id} not found")
@@ -440,7 +443,7 @@ async def list_logs(request: web.Request) -> web.Response:
 async def get_log(request: web.Request) -> web.Response:
     """Return one audit log line."""
     _, world = _sim(request)
-    log_id = _id(request, "id")
+    log_id = id_arg(request, "id")
     if not 1 <= log_id <= len(world.logs):
         raise SimError(404, f"log {log_id} not found")
     return web.json_response(log_json(world.logs[log_id - 1]))
@@ -582,14 +585,14 @@ async def list_snapshots(request: web.Request) -> web.Response:
 async def get_snapshot(request: web.Request) -> web.Response:
     """Return one snapshot."""
     _, world = _sim(request)
-    snap = world.snapshot(request.match_info["name"], _id(request, "id"))
+    snap = world.snapshot(request.match_info["name"], id_arg(request, "id"))
     return web.json_response({"status": "ok", "snapshot": snapshot_json(world, snap)})
 
 
 async def update_snapshot(request: web.Request) -> web.Response:
     """Change a snapshot's description, notes or protection."""
     _, world = _sim(request)
-    snap = world.snapshot(request.match_info["name"], _id(request, "id"))
+    snap = world.snapshot(request.match_info["name"], id_arg(request, "id"))
     body = validated(
         SnapshotUpdate, await json_body(request), "PATCH /ecs/v2/servers/{name}/snapshots/{id}"
     )
@@ -606,7 +609,7 @@ async def update_snapshot(request: web.Request) -> web.Response:
 async def delete_snapshot(request: web.Request) -> web.Response:
     """Start deleting a snapshot."""
     _, world = _sim(request)
-    snap, action = world.delete_snapshot(request.match_info["name"], _id(request, "id"))
+    snap, action = world.delete_snapshot(request.match_info["name"], id_arg(request, "id"))
     return web.json_response(
         {
             "status": "ok",
@@ -711,8 +714,8 @@ async def available_regions(request: web.Request) -> web.Response:
 
 
 def _month(request: web.Request) -> tuple[int, int, datetime, datetime]:
-    year = _id(request, "year")
-    month = _id(request, "month")
+    year = id_arg(request, "year")
+    month = id_arg(request, "month")
     lo, hi = month_bounds(year, month)
     return year, month, lo, hi
 

@@ -276,6 +276,37 @@ class GlesysServer:
         return cores
 
 
+@dataclass(slots=True)
+class SshKey:
+    """A public key the account can put on new servers."""
+
+    id: int
+    label: str
+    key: str
+    created: datetime
+
+
+@dataclass(slots=True)
+class CloudScript:
+    """A script new servers can run at their first boot."""
+
+    id: int
+    title: str
+    content: str
+    windows: bool
+    user: str
+
+
+@dataclass(slots=True)
+class Group:
+    """A group of ECS servers."""
+
+    id: int
+    name: str
+    notes: str
+    enabled: bool = True
+
+
 GPU_PRICES = {
     "seeweb-nvidia-1xl4": 0.50,
     "seeweb-nvidia-1xa30": 0.60,
@@ -441,6 +472,10 @@ class World:
         self.pods: dict[str, Pod] = {}
         self.gpu_events: list[GpuEvent] = []
         self.glesys: dict[str, GlesysServer] = {}
+        self.ssh_keys: dict[int, SshKey] = {}
+        self.scripts: dict[int, CloudScript] = {}
+        self.groups: dict[int, Group] = {}
+        self._account_seq = itertools.count(1)
         self._queue: list[tuple[datetime, int, Due]] = []
         self._seq = itertools.count()
         self._server_seq = itertools.count(200001)
@@ -527,7 +562,22 @@ class World:
         )
         server.set_running(running, created)
         self.servers[name] = server
+        if group is not None and all(g.name != group for g in self.groups.values()):
+            self.add_group(f"group {group}", name=group)
         return server
+
+    # -- ECS: the account's keys, scripts and groups ---------------------------------------------
+
+    def next_account_id(self) -> int:
+        """Return a new id for an SSH key, a script or a group."""
+        return next(self._account_seq)
+
+    def add_group(self, notes: str, *, name: str | None = None) -> Group:
+        """Add a group, named as the API names them (`eg1xxxxx`) unless a name is given."""
+        ident = self.next_account_id()
+        group = Group(ident, name or f"eg{100000 + ident:06d}", notes)
+        self.groups[ident] = group
+        return group
 
     def _next_server_name(self) -> str:
         while True:

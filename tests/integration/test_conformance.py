@@ -37,9 +37,26 @@ from daemon.providers.records import ItemProblem, PageItems
 
 RECORDED = Path(__file__).parent.parent / "fixtures" / "recorded"
 NO_LIMIT = ClientSettings(requests_per_second=None)
-# Recorded shapes no client method reads (the daemon does not update templates); the simulator's
-# shape tests use them (test_sim_golden_ecs.py).
-SHAPE_ONLY = {"ecs/template_update"}
+# Recorded shapes no client method reads (Cloudpilot does not update templates or manage keys,
+# scripts and groups; a team's other tools do); the simulator's shape tests use them
+# (test_sim_golden_ecs.py).
+SHAPE_ONLY = {
+    f"ecs/{name}"
+    for name in (
+        "template_update",
+        "sshkeys",
+        "sshkey",
+        "sshkey_create",
+        "sshkey_delete",
+        "scripts",
+        "script",
+        "script_create",
+        "script_update",
+        "groups",
+        "group_create",
+        "group_delete",
+    )
+}
 
 
 def fixture(name: str) -> dict[str, Any]:

@@ -724,3 +724,31 @@ async def test_one_log_line(simulator: SimFactory) -> None:
     assert entry["created_at"] == "2026-11-09T12:00:00.000Z"
     status, body = await h.call("GET", f"{ECS}/logs/6")
     assert (status, body["message"]) == (404, "log 6 not found")
+
+
+# -- what a team's other tools call: keys, scripts, groups -----------------------------------------
+
+
+async def test_keys_scripts_and_groups_behave_as_an_account_s_own(simulator: SimFactory) -> None:
+    h = await simulator("default")
+    key = {"key": "ssh-ed25519 AAAA demo@host", "label": "deploy"}
+    assert await ok(h, "POST", f"{ECS}/sshkeys", key) == {"status": "ok"}
+    again, body = await h.call("POST", f"{ECS}/sshkeys", json=key)
+    (listed,) = (await ok(h, "GET", f"{ECS}/sshkeys"))["pubkeys"]
+    await ok(h, "DELETE", f"{ECS}/sshkeys/{listed['id']}")
+    gone, _ = await h.call("GET", f"{ECS}/sshkeys/{listed['id']}")
+
+    script = (await ok(h, "POST", f"{ECS}/scripts", {"title": "t", "content": "echo 1"}))["script"]
+    patched = await ok(
+        h, "PATCH", f"{ECS}/scripts/{script['id']}", {"title": "t2", "content": None}
+    )
+
+    groups = {g["name"]: g for g in (await ok(h, "GET", f"{ECS}/groups"))["groups"]}
+    await ok(h, "DELETE", f"{ECS}/groups/{groups['eg100001']['id']}")
+    web = (await ok(h, "GET", f"{ECS}/servers/ec200001"))["server"]
+
+    assert (again, body["error_code"]) == (409, 409)
+    assert (listed["label"], gone) == ("deploy", 404)
+    assert (patched["script"]["title"], patched["script"]["content"]) == ("t2", "echo 1")
+    assert set(groups) == {"eg100001", "eg100002"}  # the groups the servers are in
+    assert web["group"] is None  # its group is gone

@@ -251,6 +251,57 @@ async def fetch_template_patch(h: SimHandle) -> Any:
     return await ok(h, "PATCH", f"/ecs/v2/templates/{name}", body)
 
 
+async def new_key(h: SimHandle) -> int:
+    """Add an SSH key and return its id (the answer to the POST does not carry it)."""
+    await ok(h, "POST", "/ecs/v2/sshkeys", {"key": "ssh-ed25519 AAAA demo@host", "label": "k"})
+    listed = await ok(h, "GET", "/ecs/v2/sshkeys")
+    ident = next(key["id"] for key in listed["pubkeys"] if key["label"] == "k")
+    assert isinstance(ident, int)
+    return ident
+
+
+async def fetch_sshkeys(h: SimHandle) -> Any:
+    await new_key(h)
+    return await ok(h, "GET", "/ecs/v2/sshkeys")
+
+
+async def fetch_sshkey(h: SimHandle) -> Any:
+    return await ok(h, "GET", f"/ecs/v2/sshkeys/{await new_key(h)}")
+
+
+async def fetch_sshkey_delete(h: SimHandle) -> Any:
+    return await ok(h, "DELETE", f"/ecs/v2/sshkeys/{await new_key(h)}")
+
+
+SCRIPT = {"title": "hello", "content": "echo hello > /root/.bashrc", "windows": False}
+
+
+async def new_script(h: SimHandle) -> int:
+    created = await ok(h, "POST", "/ecs/v2/scripts", SCRIPT)
+    ident = created["script"]["id"]
+    assert isinstance(ident, int)
+    return ident
+
+
+async def fetch_scripts(h: SimHandle) -> Any:
+    await new_script(h)
+    return await ok(h, "GET", "/ecs/v2/scripts")
+
+
+async def fetch_script(h: SimHandle) -> Any:
+    return await ok(h, "GET", f"/ecs/v2/scripts/{await new_script(h)}")
+
+
+async def fetch_script_patch(h: SimHandle) -> Any:
+    body = {"title": "renamed", "content": None, "windows": None}  # the live client sends nulls
+    return await ok(h, "PATCH", f"/ecs/v2/scripts/{await new_script(h)}", body)
+
+
+async def fetch_group_delete(h: SimHandle) -> Any:
+    created = await ok(h, "POST", "/ecs/v2/groups", {"notes": "n", "password": "p"})
+    return await ok(h, "DELETE", f"/ecs/v2/groups/{created['group']['id']}")
+
+
 async def fetch_server_update(h: SimHandle) -> Any:
     return await ok(h, "PUT", f"/ecs/v2/servers/{SERVER}", {"notes": "renamed"})
 
@@ -276,6 +327,21 @@ SAME_SHAPE: dict[str, tuple[Fetch, str]] = {
     "PUT template": (fetch_template_rename, "template"),
     "PATCH template (live)": (fetch_template_patch, "template_update"),
     "PUT server": (fetch_server_update, "server_update"),
+    "GET sshkeys": (fetch_sshkeys, "sshkeys"),
+    "GET sshkey": (fetch_sshkey, "sshkey"),
+    "POST sshkey": (
+        post("/ecs/v2/sshkeys", {"key": "ssh-ed25519 AAAA demo@host", "label": "new"}),
+        "sshkey_create",
+    ),
+    "DELETE sshkey": (fetch_sshkey_delete, "sshkey_delete"),
+    "GET scripts": (fetch_scripts, "scripts"),
+    "GET script": (fetch_script, "script"),
+    "POST script": (post("/ecs/v2/scripts", SCRIPT), "script_create"),
+    "PATCH script": (fetch_script_patch, "script_update"),
+    "GET groups": (get("/ecs/v2/groups"), "groups"),
+    "POST group": (post("/ecs/v2/groups", {"notes": "n", "password": "p"}), "group_create"),
+    "DELETE group": (fetch_group_delete, "group_delete"),
+    "GET cloud images": (get("/ecs/v2/images/cloud-images"), "images"),
     "POST rollback": (fetch_rollback, "server_action"),
     "POST power_on": (
         post(f"/ecs/v2/servers/{SERVER}/actions", {"type": "power_on"}),

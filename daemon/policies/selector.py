@@ -9,6 +9,8 @@ from typing import Any
 from daemon.facts import ServerFact
 
 _FIELDS = ("name", "group", "notes", "location", "plan")
+# Plan names differ in case between a server's record and the plan list (`ECS1`, `eCS1`).
+_ANY_CASE = frozenset({"plan"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +34,11 @@ class ServerSelector:
         """Return whether the server (or a bill row with the same fields) is selected."""
         for name, patterns in self.globs:
             value = getattr(server, name, None)
-            if value is None or not any(fnmatchcase(value, glob) for glob in patterns):
+            if value is None:
+                return False
+            if name in _ANY_CASE:
+                value, patterns = value.casefold(), tuple(glob.casefold() for glob in patterns)
+            if not any(fnmatchcase(value, glob) for glob in patterns):
                 return False
         return True
 

@@ -342,8 +342,12 @@ def parse_retry_after(value: str | None, clock: Clock) -> float | None:
     return max(0.0, seconds)
 
 
-def _provider_message(body: bytes) -> str:
-    """Return the short reason a provider gave in an error body, if any."""
+def _provider_message(body: bytes, status: int | None = None) -> str:
+    """Return the short reason a provider gave in an error body, if any.
+
+    ECS errors come as `{"error_code", "status", "message"}`: a code other than the HTTP status
+    is kept after the message.
+    """
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -353,11 +357,13 @@ def _provider_message(body: bytes) -> str:
         status = data["response"].get("status")
         data = {"message": status.get("text")} if isinstance(status, dict) else {}
     if isinstance(data, dict):
+        code = data.get("error_code")
+        extra = f" (error_code {code})" if isinstance(code, int | str) and code != status else ""
         for key in ("message", "error", "detail", "msg"):
             value = data.get(key)
             if isinstance(value, str) and value.strip():
                 text = " ".join(value.split())
-                return text if len(text) <= 200 else text[:200] + "..."
+                return (text if len(text) <= 200 else text[:200] + "...") + extra
     return ""
 
 
@@ -586,7 +592,7 @@ class HttpProvider:
     ) -> tuple[ProviderError, bool, float | None]:
         """Return the error a non-2xx reply means, whether to retry, and any Retry-After."""
         status = reply.status
-        reason = _provider_message(reply.body)
+        reason = _provider_message(reply.body, status)
         detail = f"HTTP {status}" + (f": {reason}" if reason else "")
         where = (self.name, call.method, call.path)
         if status in (401, 403):

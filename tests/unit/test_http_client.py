@@ -937,3 +937,23 @@ async def test_k8sgpu_events_pods_and_billing_csv(
     assert queries["/k8sgpu/v1/events/"] == {"offset": "50", "length": "10"}
     assert queries["/k8sgpu/v1/pod/"] == {"cluster": "skg00018"}
     assert api.count("/k8sgpu/v1/pod/ad5e", "DELETE") == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({"error_code": 404, "status": "error", "message": "Server not found"}, "Server not found"),
+        (
+            {"error_code": 1042, "status": "error", "message": "Plan not available here"},
+            "Plan not available here (error_code 1042)",
+        ),
+    ],
+)
+async def test_the_ecs_error_envelope_gives_the_reason(
+    session: aiohttp.ClientSession, clock: FakeClock, body: dict[str, Any], detail: str
+) -> None:
+    answer = web.json_response(body, status=404)
+    async with serve(("GET", "/ecs/v2/servers/ec9", replies(answer))) as api:
+        with pytest.raises(NotFoundError) as caught:
+            await seeweb(session, api, clock).get_server("ec9")
+    assert str(caught.value) == f"seeweb GET /ecs/v2/servers/ec9: not found (HTTP 404: {detail})"

@@ -210,3 +210,11 @@ def test_none_fields_are_left_out() -> None:
 def test_describe_lists_the_fields_in_a_fixed_order() -> None:
     selector = ServerSelector.of({"plan": "ECS*", "name": ["web-*", "api-*"], "group": "prod"})
     assert selector.describe() == "name=web-*|api-* group=prod plan=ECS*"
+
+
+def test_a_plan_glob_matches_in_any_case() -> None:
+    # The live API names a server's plan `ECS2` and the plan list `eCS2`: either spelling selects.
+    selector = ServerSelector.of({"plan": ["eCS2*"]})
+    listed = [server("a", plan="ECS2"), server("b", plan="eCS2W"), server("c", plan="ECS3")]
+    assert [s.name for s in listed if selector.matches(s)] == ["a", "b"]
+    assert not ServerSelector.of({"name": ["A"]}).matches(listed[0])  # names keep their case

@@ -678,19 +678,12 @@ class HttpProvider:
         if self._log is None:
             return
         cause = (endpoint, problem.field, problem.item)
-        if cause in self._problems_logged:
-            self._log.debug(
-                "provider_item_unreadable",
-                provider=self.name,
-                endpoint=endpoint,
-                field=problem.field,
-                item=problem.item,
-            )
-            return
-        if len(self._problems_logged) >= _MAX_REMEMBERED_PROBLEMS:
-            self._problems_logged.clear()
-        self._problems_logged.add(cause)
-        self._log.warning(
+        first = cause not in self._problems_logged
+        if first:
+            if len(self._problems_logged) >= _MAX_REMEMBERED_PROBLEMS:
+                self._problems_logged.clear()
+            self._problems_logged.add(cause)
+        (self._log.warning if first else self._log.debug)(
             "provider_item_unreadable",
             provider=self.name,
             endpoint=endpoint,

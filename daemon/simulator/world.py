@@ -327,7 +327,7 @@ ITALY_SWISS = ("it-mi2", "it-fr2", "ch-lug1")
 FROSINONE = ("it-fr2",)
 
 
-def _linux(
+def _cpu(
     ident: int,
     name: str,
     cpu: int,
@@ -337,14 +337,21 @@ def _linux(
     monthly: float,
     host_type: str = "ECS",
     regions: tuple[str, ...] = ITALY_SWISS,
+    *,
+    windows: bool = False,
 ) -> Plan:
-    return Plan(ident, name, cpu, ram, disk, hourly, monthly, host_type=host_type, regions=regions)
-
-
-def _windows(
-    ident: int, name: str, cpu: int, ram: int, disk: int, hourly: float, monthly: float
-) -> Plan:
-    return Plan(ident, name, cpu, ram, disk, hourly, monthly, windows=True, regions=ITALY_SWISS)
+    return Plan(
+        ident,
+        name,
+        cpu,
+        ram,
+        disk,
+        hourly,
+        monthly,
+        host_type=host_type,
+        regions=regions,
+        windows=windows,
+    )
 
 
 def _gpu(
@@ -379,17 +386,17 @@ def _gpu(
 # prices in EUR per hour and per month.
 # fmt: off
 DEFAULT_PLANS = (
-    _linux(1, "eCS1", 1, 1024, 20, 0.019, 14.0, regions=EVERYWHERE),
-    _linux(7, "eCS2", 2, 2048, 40, 0.032, 23.0),
-    _windows(12, "eCS2W", 2, 2048, 40, 0.048, 35.0),
-    _linux(8, "eCS3", 4, 4096, 80, 0.048, 35.0),
-    _windows(13, "eCS3W", 4, 4096, 80, 0.078, 56.0),
-    _linux(9, "eCS4", 4, 8192, 160, 0.063, 45.0),
-    _windows(14, "eCS4W", 4, 8192, 160, 0.127, 91.0),
-    _linux(10, "eCS5", 8, 16384, 320, 0.127, 91.0),
-    _windows(15, "eCS5W", 8, 16384, 320, 0.253, 182.0),
-    _linux(11, "eCS6", 12, 24576, 400, 0.152, 109.0),
-    _windows(16, "eCS6W", 12, 24576, 400, 0.343, 247.0),
+    _cpu(1, "eCS1", 1, 1024, 20, 0.019, 14.0, regions=EVERYWHERE),
+    _cpu(7, "eCS2", 2, 2048, 40, 0.032, 23.0),
+    _cpu(12, "eCS2W", 2, 2048, 40, 0.048, 35.0, windows=True),
+    _cpu(8, "eCS3", 4, 4096, 80, 0.048, 35.0),
+    _cpu(13, "eCS3W", 4, 4096, 80, 0.078, 56.0, windows=True),
+    _cpu(9, "eCS4", 4, 8192, 160, 0.063, 45.0),
+    _cpu(14, "eCS4W", 4, 8192, 160, 0.127, 91.0, windows=True),
+    _cpu(10, "eCS5", 8, 16384, 320, 0.127, 91.0),
+    _cpu(15, "eCS5W", 8, 16384, 320, 0.253, 182.0, windows=True),
+    _cpu(11, "eCS6", 12, 24576, 400, 0.152, 109.0),
+    _cpu(16, "eCS6W", 12, 24576, 400, 0.343, 247.0, windows=True),
     _gpu(50, "ECS1AIA1", 16, 65536, 100, 0.068, 49.0, 1, "Tenstorrent Grayskull e75", "ECSAIA1"),
     _gpu(21, "ECS1GPU", 8, 32768, 500, 0.29, 209.0, 1, "RTX 6000", "ECSGPU"),
     _gpu(23, "ECS1GPU2", 8, 32768, 500, 0.74, 533.0, 1, "RTX A6000", "ECSGPU2"),
@@ -408,11 +415,11 @@ DEFAULT_PLANS = (
     _gpu(48, "ECS4GPU7", 64, 262144, 4000, 6.8, 4896.0, 8, "L40s", "ECSGPU7"),
     _gpu(49, "ECS1GPU8", 64, 1048576, 6000, 8.4, 6048.0, 4, "H100 80 GB", "ECSGPU8"),
     _gpu(53, "ECS8GPU9", 255, 2097152, 16000, 18.8, 13536.0, 8, "AMD MI300X", "ECSGPU9"),
-    _linux(17, "eCS1HM", 4, 65536, 200, 0.217, 156.0, "ECSHM", FROSINONE),
-    _linux(18, "eCS2HM", 8, 131072, 400, 0.434, 312.0, "ECSHM", FROSINONE),
-    _linux(19, "eCS3HM", 16, 262144, 800, 0.719, 518.0, "ECSHM", FROSINONE),
-    _linux(20, "eCS4HM", 32, 524288, 1500, 1.338, 963.0, "ECSHM", FROSINONE),
-    _linux(22, "eCS5HM", 32, 983040, 1500, 2.537, 1827.0, "ECSHM", FROSINONE),
+    _cpu(17, "eCS1HM", 4, 65536, 200, 0.217, 156.0, "ECSHM", FROSINONE),
+    _cpu(18, "eCS2HM", 8, 131072, 400, 0.434, 312.0, "ECSHM", FROSINONE),
+    _cpu(19, "eCS3HM", 16, 262144, 800, 0.719, 518.0, "ECSHM", FROSINONE),
+    _cpu(20, "eCS4HM", 32, 524288, 1500, 1.338, 963.0, "ECSHM", FROSINONE),
+    _cpu(22, "eCS5HM", 32, 983040, 1500, 2.537, 1827.0, "ECSHM", FROSINONE),
 )
 # fmt: on
 

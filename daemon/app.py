@@ -566,9 +566,13 @@ class Daemon:
             assert model.seeweb is not None
             sources += [
                 ActionsSource(
-                    seeweb, facts=self.facts, clock=self.clock, stuck_after=model.seeweb.stuck_after
+                    seeweb,
+                    facts=self.facts,
+                    clock=self.clock,
+                    stuck_after=model.seeweb.stuck_after,
+                    log=self.log,
                 ),
-                LogsSource(seeweb, facts=self.facts, clock=self.clock),
+                LogsSource(seeweb, facts=self.facts, clock=self.clock, log=self.log),
                 MetricsSource(
                     seeweb,
                     facts=self.facts,
@@ -579,7 +583,9 @@ class Daemon:
             ]
         if k8sgpu is not None:
             sources.append(
-                K8sGpuSource(k8sgpu, facts=self.facts, clock=self.clock, metrics=self.metrics)
+                K8sGpuSource(
+                    k8sgpu, facts=self.facts, clock=self.clock, metrics=self.metrics, log=self.log
+                )
             )
         if seeweb is not None:
             sources.append(

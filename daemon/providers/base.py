@@ -33,7 +33,7 @@ from daemon.providers.errors import (
     RequestRejected,
     ServerError,
 )
-from daemon.providers.records import ItemProblem, Record, RecordError, parse_record
+from daemon.providers.records import ItemProblem, Record, RecordError, parse_record, raw_ids
 
 RecordT = TypeVar("RecordT", bound=BaseModel)
 
@@ -105,12 +105,14 @@ class Listing(Record):
 
     items_key: ClassVar[str]
     listed: int = 0
+    ids: tuple[int | None, ...] = ()
 
     @model_validator(mode="before")
     @classmethod
     def _count(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get(cls.items_key), list):
-            return {**data, "listed": len(data[cls.items_key])}
+            items = data[cls.items_key]
+            return {**data, "listed": len(items), "ids": raw_ids(items)}
         return data
 
 

@@ -151,7 +151,7 @@ class K8sGpuClient(HttpProvider):
             params={"offset": offset, "length": length, "search": search},
         )
         total = page.total if page.total is not None else offset + page.listed
-        return PageItems(page.items, page.listed), total
+        return PageItems(page.items, page.listed, ids=page.ids, total=page.total), total
 
     async def list_pods(self, cluster: str | None = None) -> list[Pod]:
         """Return the pods, optionally of one tenant."""

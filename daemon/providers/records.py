@@ -258,15 +258,41 @@ ItemT = TypeVar("ItemT")
 
 
 class PageItems(list[ItemT]):
-    """The items read from one page of a listing, and how many the page listed.
+    """The items read from one page of a listing, and what the page itself said.
 
     Unreadable items are left out, so `listed` can exceed `len()`: paging must go by `listed`,
-    or a page with a bad item would look like the last one.
+    or a page with a bad item would look like the last one. `ids` are the page's ids in its order,
+    unreadable items included (None where an item's id could not be read), so positions in the
+    listing stay exact; `total` is how many items the whole listing held, when the answer says.
     """
 
-    def __init__(self, items: Iterable[ItemT] = (), listed: int | None = None) -> None:
+    def __init__(
+        self,
+        items: Iterable[ItemT] = (),
+        listed: int | None = None,
+        *,
+        ids: Iterable[int | None] | None = None,
+        total: int | None = None,
+    ) -> None:
         super().__init__(items)
         self.listed = len(self) if listed is None else max(listed, len(self))
+        self.ids: tuple[int | None, ...] = (
+            tuple(ids) if ids is not None else tuple(getattr(item, "id", None) for item in self)
+        )
+        self.total = total
+
+
+def raw_ids(items: object) -> tuple[int | None, ...]:
+    """Return the ids of a list of raw items, None where an id cannot be read."""
+    if not isinstance(items, list):
+        return ()
+    found: list[int | None] = []
+    for item in items:
+        try:
+            found.append(_to_int(item.get("id")) if isinstance(item, dict) else None)
+        except ValueError:
+            found.append(None)
+    return tuple(found)
 
 
 class Record(BaseModel):

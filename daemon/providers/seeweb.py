@@ -288,7 +288,7 @@ class SeewebClient(HttpProvider):
             params={"start": start, "length": length, "resource": resource},
         )
         total = page.total_actions if page.total_actions is not None else start + page.listed
-        return PageItems(page.actions, page.listed), total
+        return PageItems(page.actions, page.listed, ids=page.ids, total=page.total_actions), total
 
     async def get_action(self, action_id: int) -> Action:
         """Return one action by id."""
@@ -306,7 +306,7 @@ class SeewebClient(HttpProvider):
             params={"start": start, "length": length, "resource": resource},
         )
         total = page.total_logs if page.total_logs is not None else start + page.listed
-        return PageItems(page.logs, page.listed), total
+        return PageItems(page.logs, page.listed, ids=page.ids, total=page.total_logs), total
 
     async def get_log(self, log_id: int) -> LogEntry:
         """Return one audit-log entry by id."""

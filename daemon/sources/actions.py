@@ -8,8 +8,9 @@ from typing import Any
 from daemon.clock import Clock
 from daemon.facts import Facts
 from daemon.models import Event
+from daemon.providers.base import RequestLog
 from daemon.providers.errors import NotFoundError
-from daemon.providers.pagination import new_actions
+from daemon.providers.pagination import resume_actions
 from daemon.providers.records import Action
 from daemon.providers.seeweb import SeewebClient
 from daemon.sources.base import cursor_map, cursor_set, iso, walk
@@ -31,21 +32,24 @@ class ActionsSource:
         *,
         stuck_after: float = DEFAULT_STUCK_AFTER_S,
         max_pages: int = 20,
+        log: RequestLog | None = None,
     ) -> None:
         self._client = client
         self._facts = facts
         self._clock = clock
         self._stuck_after = stuck_after
         self._max_pages = max_pages
+        self._log = log
 
     async def poll(self, cursor: Cursor | None) -> tuple[list[Event], Cursor]:
         """Return events for new actions and for open ones that ended or got stuck."""
         now = self._clock.now()
-        new, high_water, gaps = await walk(
-            lambda mark: new_actions(self._client, mark, max_pages=self._max_pages),
+        new, position, gaps = await walk(
+            lambda at: resume_actions(self._client, at, max_pages=self._max_pages),
             cursor,
             source=self.name,
             now=now,
+            log=self._log,
         )
         # Open actions map id -> when they began, so a restart still knows how long they ran.
         open_since = cursor_map(cursor, "open")
@@ -78,7 +82,7 @@ class ActionsSource:
                     self._event(current[action_id], "stuck", now, in_progress_s=round(running_s, 1))
                 )
         return gaps + events, {
-            "high_water": high_water,
+            **position,
             "open": open_since,
             "stuck": sorted(stuck & open_since.keys(), key=int),
         }

@@ -11,10 +11,12 @@ from typing import Any, Protocol, TypeVar
 from prometheus_client import Gauge
 
 from daemon.models import Event
-from daemon.providers.errors import PaginationLimitError
+from daemon.providers.base import RequestLog
+from daemon.providers.pagination import HasId, Position, Walked
 from daemon.state.store import Cursor
 
 T = TypeVar("T")
+ItemT = TypeVar("ItemT", bound=HasId)
 
 DEFAULT_CONCURRENCY = 4
 
@@ -59,38 +61,62 @@ def cursor_set(cursor: Cursor | None, key: str) -> set[str]:
 
 
 async def walk(
-    fetch: Callable[[int], Awaitable[tuple[list[T], int]]],
+    read: Callable[[Position | None], Awaitable[Walked[ItemT]]],
     cursor: Cursor | None,
     *,
     source: str,
     now: datetime,
-) -> tuple[list[T], int, list[Event]]:
-    """Return the items above the cursor's high-water mark, oldest first, the new mark, and gaps.
+    log: RequestLog | None = None,
+) -> tuple[list[ItemT], dict[str, Any], list[Event]]:
+    """Return the items after the cursor's position, oldest first, the cursor fields, and gaps.
 
-    Before the first poll there is no mark to reach: a walk that runs out of pages has then only
-    left out old history, so what it saw is kept. Later, running out of pages means more arrived
-    than the page bound allows (e.g. after a long outage): the walk keeps what it saw and returns
-    one `cloudpilot.gap` event naming the ids it may have missed, rather than stop the source for
-    good or skip them silently.
+    A poll reads at most its page bound; what is left is read by the next poll, from the position
+    returned, so a backlog (a daemon down for a while on a busy account) is caught up over a few
+    polls and nothing is skipped. Only a true gap, the provider no longer listing anything at or
+    below the cursor's mark, gives a `cloudpilot.gap` event naming the ids that may be missing,
+    and a warning.
     """
-    mark = cursor_int(cursor, "high_water")
-    try:
-        items, high_water = await fetch(mark)
-    except PaginationLimitError as exc:
-        if cursor is None:
-            return list(exc.items), exc.high_water, []
-        ids = [getattr(item, "id", item) for item in exc.items]
-        first = min((i for i in ids if isinstance(i, int)), default=exc.high_water)
-        gap = Event(
-            type="cloudpilot.gap",
-            key=f"{source}.gap:{mark}-{first}",
-            time=now,
-            resource=source,
-            data={"source": source, "after_id": mark, "before_id": first, "detail": str(exc)},
-            source=source,
+    walked = await read(position_of(cursor))
+    fields: dict[str, Any] = {"high_water": walked.position.high_water}
+    if walked.position.below is not None:
+        fields["below"] = walked.position.below
+    gaps: list[Event] = []
+    if walked.gap is not None:
+        after, before = walked.gap
+        detail = (
+            f"the provider no longer lists anything at or below id {after}: items between "
+            f"{after} and {before} may have gone unseen"
         )
-        return list(exc.items), exc.high_water, [gap]
-    return items, high_water, []
+        gaps.append(
+            Event(
+                type="cloudpilot.gap",
+                key=f"{source}.gap:{after}-{before}",
+                time=now,
+                resource=source,
+                data={"source": source, "after_id": after, "before_id": before, "detail": detail},
+                source=source,
+            )
+        )
+        if log is not None:
+            log.warning("source_gap", source=source, after_id=after, before_id=before)
+    if not walked.caught_up and log is not None:
+        log.info(
+            "source_backlog",
+            source=source,
+            read=len(walked.items),
+            pages=walked.pages,
+            remaining=walked.remaining,
+            continues_from=walked.position.high_water,
+        )
+    return walked.items, fields, gaps
+
+
+def position_of(cursor: Cursor | None) -> Position | None:
+    """Return where a paged source's last poll stopped, from its cursor; None before the first."""
+    if cursor is None or cursor.get("high_water") is None:
+        return None
+    below = cursor.get("below")
+    return Position(cursor_int(cursor, "high_water"), int(below) if below is not None else None)
 
 
 async def gather_limited(calls: Sequence[Callable[[], Awaitable[T]]], limit: int) -> list[T]:

@@ -9,8 +9,9 @@ from daemon.clock import Clock
 from daemon.facts import Facts, PodFact
 from daemon.models import Event
 from daemon.observability.metrics import Metrics
+from daemon.providers.base import RequestLog
 from daemon.providers.k8sgpu import K8sGpuClient
-from daemon.providers.pagination import new_events
+from daemon.providers.pagination import resume_events
 from daemon.providers.records import GpuEvent, Pod
 from daemon.sources.base import cursor_set, iso, walk
 from daemon.state.store import Cursor
@@ -32,21 +33,24 @@ class K8sGpuSource:
         *,
         metrics: Metrics,
         max_pages: int = 20,
+        log: RequestLog | None = None,
     ) -> None:
         self._client = client
         self._facts = facts
         self._clock = clock
         self._metrics = metrics
         self._max_pages = max_pages
+        self._log = log
 
     async def poll(self, cursor: Cursor | None) -> tuple[list[Event], Cursor]:
         """Return new pod events, and one `k8sgpu.pod.failed` / `.terminated` per pod newly so."""
         now = self._clock.now()
-        found, high_water, gaps = await walk(
-            lambda mark: new_events(self._client, mark, max_pages=self._max_pages),
+        found, position, gaps = await walk(
+            lambda at: resume_events(self._client, at, max_pages=self._max_pages),
             cursor,
             source=self.name,
             now=now,
+            log=self._log,
         )
         events = [self._gpu_event(e, now) for e in found]
         pods = [pod_fact(p, now) for p in await self._client.list_pods()]
@@ -70,7 +74,7 @@ class K8sGpuSource:
         self._update_pods(pods)
         # Pods gone from the listing drop out of the cursor, which keeps it bounded.
         return gaps + events, {
-            "high_water": high_water,
+            **position,
             "failed": sorted(failed),
             "terminated": sorted(terminated),
         }

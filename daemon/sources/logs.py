@@ -8,7 +8,8 @@ from typing import Any
 from daemon.clock import Clock
 from daemon.facts import Facts
 from daemon.models import Event
-from daemon.providers.pagination import new_logs
+from daemon.providers.base import RequestLog
+from daemon.providers.pagination import resume_logs
 from daemon.providers.records import LogEntry
 from daemon.providers.seeweb import SeewebClient
 from daemon.sources.base import iso, walk
@@ -21,21 +22,29 @@ class LogsSource:
     name = "logs"
 
     def __init__(
-        self, client: SeewebClient, facts: Facts, clock: Clock, *, max_pages: int = 20
+        self,
+        client: SeewebClient,
+        facts: Facts,
+        clock: Clock,
+        *,
+        max_pages: int = 20,
+        log: RequestLog | None = None,
     ) -> None:
         self._client = client
         self._facts = facts
         self._clock = clock
         self._max_pages = max_pages
+        self._log = log
 
     async def poll(self, cursor: Cursor | None) -> tuple[list[Event], Cursor]:
         """Return an event per log line newer than the cursor's high-water mark."""
         now = self._clock.now()
-        entries, high_water, gaps = await walk(
-            lambda mark: new_logs(self._client, mark, max_pages=self._max_pages),
+        entries, position, gaps = await walk(
+            lambda at: resume_logs(self._client, at, max_pages=self._max_pages),
             cursor,
             source=self.name,
             now=now,
+            log=self._log,
         )
         events = [
             Event(
@@ -48,7 +57,7 @@ class LogsSource:
             )
             for entry in entries
         ]
-        return gaps + events, {"high_water": high_water}
+        return gaps + events, position
 
 
 def log_data(entry: LogEntry) -> dict[str, Any]:

@@ -141,7 +141,13 @@ async def test_first_poll_reports_history_with_error_as_failed(simulator: SimFac
     assert "error" in failed.values(), "an action ending `error` is reported as failed"
     completed = {e.data["id"] for e in events if e.type == "seeweb.action.completed"}
     assert completed == {a.id for a in world.values() if a.status == "completed"}
-    assert rig.cursor("actions") == {"high_water": max(world), "open": {}, "stuck": []}
+    # `below`: how many actions are listed at or below the mark, where the next poll resumes.
+    assert rig.cursor("actions") == {
+        "high_water": max(world),
+        "below": len(world),
+        "open": {},
+        "stuck": [],
+    }
     assert await rig.poll(ActionsSource(seeweb(rig.h, rig.clock), rig.facts, rig.clock)) == []
 
 
@@ -259,6 +265,7 @@ async def test_no_duplicate_keys_over_many_polls(simulator: SimFactory) -> None:
     }
     assert rig.cursor("actions") == {
         "high_water": max(a.id for a in rig.h.sim.world.actions),
+        "below": len(rig.h.sim.world.actions),
         "open": {},
         "stuck": [],
     }
@@ -305,7 +312,7 @@ async def test_logs_new_lines_only(simulator: SimFactory) -> None:
         ("seeweb.log:2", "ec300001", "Power Off")
     ]
     assert second[0].data["target_type"] == "Server"
-    assert rig.cursor("logs") == {"high_water": 2}
+    assert rig.cursor("logs") == {"high_water": 2, "below": 2}
 
 
 # -- metrics -------------------------------------------------------------------------------------

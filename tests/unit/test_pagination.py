@@ -10,8 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon.providers.errors import PaginationLimitError
-from daemon.providers.pagination import new_actions, new_events, new_logs
-from daemon.providers.records import Action, GpuEvent, LogEntry
+from daemon.providers.pagination import (
+    Position,
+    new_actions,
+    new_events,
+    new_logs,
+    resume_actions,
+    resume_events,
+    resume_logs,
+)
+from daemon.providers.records import Action, GpuEvent, LogEntry, PageItems
 
 
 class Feed:
@@ -164,3 +172,104 @@ def test_bad_bounds_are_refused() -> None:
     feed = Feed(initial=2, rng=random.Random(0), max_insert=0)
     with pytest.raises(ValueError, match="at least 1"):
         asyncio.run(new_actions(feed, 0, page_size=0))
+
+
+# --- resuming a bounded walk ---------------------------------------------------------------------
+
+
+async def resume_many(
+    feed: Feed, kind: str, position: Position | None, polls: int, max_pages: int
+) -> tuple[list[int], Position | None]:
+    """Poll `polls` times with a small page bound; return every id delivered, in order."""
+    delivered: list[int] = []
+    for n in range(polls):
+        if n == polls - 3:
+            feed.max_insert = 0  # the last polls are quiet and catch up
+        if kind == "actions":
+            walked_a = await resume_actions(feed, position, max_pages=max_pages)
+            ids, position, gap = [a.id for a in walked_a.items], walked_a.position, walked_a.gap
+        elif kind == "logs":
+            walked_l = await resume_logs(feed, position, max_pages=max_pages)
+            ids, position, gap = [e.id for e in walked_l.items], walked_l.position, walked_l.gap
+        else:
+            walked_e = await resume_events(feed, position, max_pages=max_pages)
+            ids, position, gap = [e.id for e in walked_e.items], walked_e.position, walked_e.gap
+        assert gap is None
+        delivered += ids
+    return delivered, position
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    backlog=st.integers(0, 900),
+    max_insert=st.integers(0, 7),
+    max_pages=st.integers(1, 4),
+    kind=st.sampled_from(["actions", "logs", "events"]),
+)
+def test_a_backlog_beyond_the_page_bound_is_read_over_later_polls_once_and_in_order(
+    seed: int, backlog: int, max_insert: int, max_pages: int, kind: str
+) -> None:
+    rng = random.Random(seed)
+    feed = Feed(initial=300, rng=rng, max_insert=0)
+    first, position = asyncio.run(resume_many(feed, kind, None, polls=1, max_pages=2))
+    assert first == sorted(first) and position is not None
+    top = position.high_water
+    feed.insert(backlog)  # a daemon down while the account was busy
+    feed.max_insert = max_insert
+    delivered, _ = asyncio.run(resume_many(feed, kind, position, polls=80, max_pages=max_pages))
+    assert delivered == list(range(top + 1, feed.ids[0] + 1)), "every new id once, in order"
+
+
+async def test_an_idle_poll_costs_one_request() -> None:
+    feed = Feed(initial=120, rng=random.Random(0), max_insert=0)
+    position = (await resume_actions(feed, None)).position
+    feed.fetches = 0
+    walked = await resume_actions(feed, position)
+    assert (walked.items, walked.position, feed.fetches) == ([], position, 1)
+
+
+async def test_a_cursor_without_a_count_finds_its_place_by_id() -> None:
+    feed = Feed(initial=3000, rng=random.Random(0), max_insert=0)
+    walked = await resume_actions(feed, Position(1000), max_pages=5)
+    ids = [a.id for a in walked.items]
+    assert ids[0] == 1001 and ids == list(range(1001, 1001 + len(ids)))
+    assert walked.probes <= 14  # a binary search: log2(3000) one-item pages
+    assert not walked.caught_up and walked.position == Position(ids[-1], ids[-1])
+    assert walked.remaining == 3000 - ids[-1]
+
+
+async def test_a_listing_that_dropped_everything_up_to_the_mark_is_a_gap() -> None:
+    feed = Feed(initial=400, rng=random.Random(0), max_insert=0)
+    position = Position(100, 100)
+    del feed.ids[-150:]  # the provider keeps only the newest 250: ids 151..400
+    walked = await resume_actions(feed, position, max_pages=50)
+    assert walked.gap == (100, 151)
+    assert [a.id for a in walked.items] == list(range(151, 401))
+    assert walked.position == Position(400, 250)
+
+
+async def test_a_page_with_unreadable_items_keeps_its_positions() -> None:
+    feed = Feed(initial=200, rng=random.Random(0), max_insert=0)
+    position = (await resume_actions(feed, None)).position
+    feed.insert(120)
+
+    class Garbling:
+        name = "fake"
+
+        async def list_actions(
+            self, start: int = 0, length: int = 50, resource: str | None = None
+        ) -> tuple[PageItems[Action], int]:
+            page, total = await feed.list_actions(start, length, resource)
+            kept = [a for a in page if a.id % 10 != 0]  # every tenth action unreadable
+            ids = [a.id if a.id % 10 else None for a in page]
+            return PageItems(kept, len(page), ids=ids, total=total), total
+
+    delivered: list[int] = []
+    for _ in range(5):
+        walked = await resume_actions(Garbling(), position, max_pages=1)
+        delivered += [a.id for a in walked.items]
+        position = walked.position
+    assert delivered == [i for i in range(201, 321) if i % 10]
+    # 320 itself could not be read: the mark is the newest id read, 319 items are at or below it.
+    assert position == Position(319, 319)

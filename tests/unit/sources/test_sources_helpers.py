@@ -4,31 +4,44 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
-from daemon.providers.errors import PaginationLimitError
+from daemon.providers.pagination import Position, Walked
 from daemon.providers.records import ServerBill, ServerBilling
 from daemon.sources.base import cursor_int, cursor_map, cursor_set, gather_limited, walk
 from daemon.sources.billing import estimate_billed_until
 
-
-def limit_error() -> PaginationLimitError[int]:
-    return PaginationLimitError(
-        "seeweb", "GET", "/ecs/v2/actions", "20 pages", items=(7, 8, 9), high_water=9
-    )
-
-
 NOW = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 
 
-async def test_walk_keeps_a_partial_first_walk_and_reports_a_gap_later() -> None:
-    async def too_long(mark: int) -> tuple[list[int], int]:
-        raise limit_error()
+class Item:
+    def __init__(self, ident: int) -> None:
+        self.id = ident
 
-    assert await walk(too_long, None, source="logs", now=NOW) == ([7, 8, 9], 9, [])
-    items, mark, gaps = await walk(too_long, {"high_water": 3}, source="logs", now=NOW)
-    assert (items, mark) == ([7, 8, 9], 9)
+
+def reader(walked: Walked[Item], seen: list[Position | None]) -> Any:
+    async def read(position: Position | None) -> Walked[Item]:
+        seen.append(position)
+        return walked
+
+    return read
+
+
+async def test_walk_turns_a_true_gap_into_an_event_and_a_warning() -> None:
+    lost = Walked([Item(7), Item(8)], Position(8, 2), gap=(3, 7))
+    with capture_logs() as logs:
+        items, cursor, gaps = await walk(
+            reader(lost, []),
+            {"high_water": 3, "below": 40},
+            source="logs",
+            now=NOW,
+            log=structlog.get_logger(),
+        )
+    assert ([i.id for i in items], cursor) == ([7, 8], {"high_water": 8, "below": 2})
     (gap,) = gaps
     assert (gap.type, gap.key, gap.time, gap.resource) == (
         "cloudpilot.gap",
@@ -37,18 +50,31 @@ async def test_walk_keeps_a_partial_first_walk_and_reports_a_gap_later() -> None
         "logs",
     )
     assert (gap.data["after_id"], gap.data["before_id"]) == (3, 7)
+    assert [(e["event"], e["log_level"]) for e in logs] == [("source_gap", "warning")]
 
 
-async def test_walk_passes_the_high_water_mark() -> None:
-    marks: list[int] = []
+async def test_walk_says_when_a_backlog_continues_next_poll() -> None:
+    partial = Walked([Item(4)], Position(4, 11), caught_up=False, pages=20, remaining=2980)
+    with capture_logs() as logs:
+        _, cursor, gaps = await walk(
+            reader(partial, []),
+            {"high_water": 3, "below": 10},
+            source="actions",
+            now=NOW,
+            log=structlog.get_logger(),
+        )
+    assert (cursor, gaps) == ({"high_water": 4, "below": 11}, [])
+    (line,) = logs
+    assert (line["event"], line["remaining"], line["continues_from"]) == ("source_backlog", 2980, 4)
 
-    async def fetch(mark: int) -> tuple[list[int], int]:
-        marks.append(mark)
-        return [], mark
 
-    await walk(fetch, None, source="logs", now=NOW)
-    await walk(fetch, {"high_water": 42}, source="logs", now=NOW)
-    assert marks == [0, 42]
+async def test_walk_passes_the_position_from_the_cursor() -> None:
+    seen: list[Position | None] = []
+    done: Walked[Item] = Walked([], Position(42))
+    for cursor in (None, {"high_water": 42}, {"high_water": "42", "below": "17"}):
+        _, written, _ = await walk(reader(done, seen), cursor, source="logs", now=NOW)
+        assert written == {"high_water": 42}  # no `below` when the walk does not know it
+    assert seen == [None, Position(42), Position(42, 17)]
 
 
 def test_cursor_fields_survive_a_json_round_trip() -> None:

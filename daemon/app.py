@@ -260,6 +260,7 @@ class Daemon:
                 options=self.engine.run_options,
                 # A source counts once a batch of it has committed since start.
                 sources_ready=self.readiness.polled,
+                startup_sources=frozenset(job.name for job in jobs),
                 guard=SnapshotGuard(
                     clients=clients,
                     spec=lambda: self.engine.rules.guard_in_force,

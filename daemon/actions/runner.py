@@ -148,6 +148,7 @@ class Runner:
         sources_ready: Callable[[frozenset[str]], bool],
         options: Callable[[str], RunOptions] = lambda _rule: DEFAULT_RUN_OPTIONS,
         guard: Guard | None = None,
+        startup_sources: frozenset[str] = frozenset(),
     ) -> None:
         self._store = store
         self._registry = registry
@@ -157,6 +158,9 @@ class Runner:
         self._sources_ready = sources_ready
         self._options = options
         self._guard = guard
+        # What every destructive or risky action waits for, besides its own `depends_on`: the
+        # daemon's sources (billing included), so nothing acts on a half-read cloud.
+        self._startup_sources = startup_sources
         self._accepting = True
         self._tasks: set[asyncio.Task[None]] = set()
         self._lanes: dict[str, _Lane] = {}
@@ -221,7 +225,7 @@ class Runner:
         still_held: list[Decision] = []
         for decision in self._held:
             action = self._registry.get(decision.action)
-            if self._sources_ready(action.depends_on):
+            if self._sources_ready(self._waits_for(action) or frozenset()):
                 self._log.info(
                     "action_released",
                     rule=decision.rule,
@@ -275,7 +279,8 @@ class Runner:
             self._spawn(self._finish_unrun(decision, OutcomeStatus.FAILED, detail))
             return
         action = self._registry.get(decision.action)
-        if action.destructive and not self._sources_ready(action.depends_on):
+        needs = self._waits_for(action)
+        if needs is not None and not self._sources_ready(needs):
             self._held.append(decision)
             self._log.info(
                 "action_held",
@@ -283,10 +288,21 @@ class Runner:
                 rule=decision.rule,
                 action=decision.action,
                 decision_key=decision.key,
-                waiting_for=sorted(action.depends_on),
+                waiting_for=sorted(needs),
             )
             return
         self._dispatch(decision)
+
+    def _waits_for(self, action: Action) -> frozenset[str] | None:
+        """Return the sources an action must wait for at startup, or None when it waits for none.
+
+        Destructive actions, and those the guard calls risky, wait for their own sources and
+        every source of the daemon to complete a full poll since start.
+        """
+        risky = self._guard is not None and self._guard.covers(action)
+        if not (action.destructive or risky):
+            return None
+        return action.depends_on | self._startup_sources
 
     def _dispatch(self, decision: Decision) -> None:
         """Start the decision now, queue it behind its rule's runs, or skip it (single)."""

@@ -231,3 +231,40 @@ async def test_dry_run_takes_no_snapshot(simulator: SimFactory, tmp_path: Path, 
     async with setup(sim, tmp_path, rules) as daemon:
         await health_check_fails(sim, daemon)
     assert [m for m in mutations(await sim.requests()) if m[1].startswith("/ecs/v2/servers")] == []
+
+
+async def test_a_power_off_decided_at_startup_waits_for_every_source_s_first_poll(
+    simulator: SimFactory, tmp_path: Path
+) -> None:
+    sim = await simulator("quiet")
+    async with setup(sim, tmp_path) as daemon:
+        status, _ = await sim.call(
+            "POST",
+            "/_sim/actions",
+            json={"resource": SERVER, "type": "health_check", "outcome": "failed", "duration_s": 1},
+        )
+        assert status == 200
+        daemon.clock.advance(5)  # type: ignore[attr-defined]
+        # Only the actions source has polled: it sees the failure, and the rule decides.
+        assert await daemon.scheduler.jobs["actions"].tick()
+        held_first = daemon.runner.held
+        # Every source polls, but billing fails: still held.
+        await sim.call("POST", "/_sim/faults", json={"path": "/ecs/v2/billing", "status": 500})
+        daemon.clock.advance(5)  # type: ignore[attr-defined]
+        await daemon.poll_once()
+        held_then = daemon.runner.held
+        before = mutations(await sim.requests())
+        await sim.call("DELETE", "/_sim/faults")
+        daemon.clock.advance(3600)  # type: ignore[attr-defined]  # past billing's back-off
+        await daemon.poll_once()
+        await daemon.runner.wait_idle()
+        entry = await power_off_entry(daemon)
+        after = mutations(await sim.requests())
+
+    assert (held_first, held_then) == (1, 1)
+    assert before == []  # neither a snapshot nor a power-off yet
+    assert after == [
+        ("POST", f"/ecs/v2/servers/{SERVER}/snapshots"),
+        ("POST", f"/ecs/v2/servers/{SERVER}/actions"),
+    ]
+    assert entry.state is LedgerState.DONE

@@ -515,3 +515,33 @@ def test_default_options() -> None:
         "timeout_s": DEFAULT_RUN_OPTIONS.timeout_s,
     }
     assert options == {"concurrency": "queued", "max_running": 10, "timeout_s": 300.0}
+
+
+async def test_the_startup_guard_waits_for_every_source_of_the_daemon() -> None:
+    clock = FakeClock()
+    log, capture = capture_logger()
+    destructive = DestructiveAction(gated=False)
+    ready: set[str] = {"actions"}  # its own source has polled; billing and metrics have not
+    ledger = FakeLedger(clock)
+    runner = Runner(
+        store=ledger,
+        registry=ActionRegistry([destructive]),
+        metrics=Metrics(CollectorRegistry()),
+        clock=clock,
+        log=log,
+        sources_ready=lambda sources: sources <= ready,
+        startup_sources=frozenset({"actions", "metrics", "billing"}),
+    )
+    decision = make_decision("cap/0/e1", rule="cap", action="fake_destructive")
+    runner.submit(ledger.record(decision))
+    [held] = events_named(capture, "action_held")
+    ready.add("metrics")
+    runner.sources_polled()
+    still = runner.held
+    ready.add("billing")
+    runner.sources_polled()
+    await runner.wait_idle()
+
+    assert held["waiting_for"] == ["actions", "billing", "metrics"]
+    assert still == 1
+    assert runner.held == 0 and destructive.runs == [decision.key]

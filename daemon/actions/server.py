@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 from daemon.actions.base import ActionContext, ActionParams
 from daemon.errors import CloudpilotError
 from daemon.models import Outcome, OutcomeStatus
-from daemon.providers.glesys import GlesysClient
+from daemon.providers.glesys import GlesysClient, GlesysServer
 from daemon.providers.k8sgpu import K8sGpuClient
 from daemon.providers.records import Action as ProviderAction
 from daemon.providers.records import Snapshot
@@ -297,10 +297,18 @@ class SetCoresAction(ServerAction):
         return params.cores
 
     async def perform(self, ctx: ActionContext, target: Target) -> str:
-        """Ask Glesys for the cores; the reboot that applies them is waited out by the check."""
+        """Ask Glesys for the cores; the reboot that applies them is waited out by the check.
+
+        The server's state is read first: a change under way (after a restart, the edit this
+        decision sent before the crash) is waited out, and cores that already show are not asked
+        for again. An edit sent to a locked server would be refused, and a resize reported
+        failed that had happened.
+        """
         cores = self._cores(ctx)
         glesys = self.clients.need_glesys()
-        details = await glesys.server_details(target.id)
+        details = await self._unlocked(ctx, target)
+        if details.runs_with(cores):
+            return f"{target.name}: already running with {cores} cores"
         allowed = (await glesys.allowed_arguments(target.id)).cores_for(details.platform)
         if allowed and cores not in allowed:
             raise ActionError(
@@ -311,6 +319,21 @@ class SetCoresAction(ServerAction):
         await glesys.set_cores(target.id, cores)
         # The answer still shows the old cores: Glesys applies the new ones as it reboots.
         return f"{target.name}: cpucores {cores} requested"
+
+    async def _unlocked(self, ctx: ActionContext, target: Target) -> GlesysServer:
+        """Return the server's details once no change is under way, within the timeout."""
+        started = ctx.clock.monotonic()
+        while True:
+            details = await self.clients.need_glesys().server_details(target.id)
+            if not details.is_locked:
+                return details
+            if ctx.clock.monotonic() - started >= ctx.timeout_s:
+                raise ActionError(
+                    f"{target.name} is still locked by a change under way after "
+                    f"{ctx.timeout_s:g} s: not sending another"
+                )
+            ctx.log.info("server_locked_waiting", server=target.name)
+            await ctx.clock.sleep(POLL_EVERY_S)
 
     async def requested_since(self, ctx: ActionContext, target: Target, since: datetime) -> bool:
         """Return whether Glesys already has the new cores as the server's setting."""

@@ -12,9 +12,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from conftest import SimFactory, SimHandle, linked_daemon
 
 from daemon.app import Daemon
+from daemon.models import Decision, Event, Mode
 from daemon.state.store import LedgerState
 
 GLESYS_RULE = """\
@@ -164,3 +166,62 @@ async def test_seeweb_gets_a_recommendation_and_no_resize(
         r for r in log if r["path"].startswith("/ecs/v2/servers") and r["method"] != "GET"
     ] == []
     assert after is not None and after.status == "resolved"
+
+
+LONG_REBOOT = """\
+name: long-reboot
+seed: 31
+glesys_reboot: 90s
+glesys:
+  - {serverid: kvm3000001, hostname: web-glesys-1, cpucores: 2,
+     demand: {kind: constant, cores: 0.8}}
+"""
+
+
+async def test_a_resize_resumed_inside_the_reboot_lock_is_not_sent_again(
+    simulator: SimFactory, tmp_path: Path
+) -> None:
+    # A daemon was killed right after its `server/edit`: the ledger says started, and Glesys is
+    # rebooting the server into its new cores. The restart must wait the lock out, see the cores
+    # and finish, not send the edit again (which Glesys refuses while locked).
+    sim = await simulator(LONG_REBOOT)
+    daemon = setup(sim, tmp_path, GLESYS_RULE)
+    event = Event(
+        type="autoscale.resize",
+        key="autoscale.resize:glesys:web-glesys-1:before-the-kill",
+        time=daemon.clock.now(),
+        resource="web-glesys-1",
+        data={"server": "web-glesys-1", "current_cores": 2, "target_cores": 3},
+        source="autoscale",
+    )
+    decision = Decision(
+        key="glesys-web/set_cores/before-the-kill",
+        rule="glesys-web",
+        action="set_cores",
+        params={"server": "web-glesys-1", "provider": "glesys", "cores": 3, "snapshot": "none"},
+        mode=Mode.ENFORCE,
+        event=event,
+        time=daemon.clock.now(),
+    )
+    await daemon.store.open()
+    async with daemon.store.batch() as batch:
+        await batch.record_decisions([decision])
+    await daemon.store.mark_started(decision.key, daemon.clock.now())
+    await daemon.store.close()
+    status, _ = await sim.call(
+        "POST",
+        "/glesys/server/edit",
+        json={"serverid": "kvm3000001", "cpucores": 3},
+        headers={"Authorization": aiohttp.encode_basic_auth("cl12345", "simulator-token")},
+    )
+    assert status == 200  # the edit the killed daemon sent: the server is now locked
+
+    async with daemon:
+        await run_for(daemon, 2)  # the first polls come while Glesys still reboots it
+        entry = await daemon.store.get_entry(decision.key)
+    edits = [r for r in await sim.requests() if r["path"] == "/glesys/server/edit"]
+    server = await glesys_server(sim, "web-glesys-1")
+
+    assert len(edits) == 1 and edits[0]["status"] == 200  # only the killed daemon's
+    assert entry is not None and entry.state is LedgerState.DONE
+    assert [cores for _, cores in server["cores_history"]] == [2, 3]

@@ -51,6 +51,7 @@ from daemon.sources.logs import LogsSource
 from daemon.sources.metrics import MetricsSource
 from daemon.sources.scheduler import PollScheduler, SourceJob
 from daemon.state import SqliteStore, Store
+from daemon.state.lock import hold_state
 from daemon.state.store import Cursor, LedgerEntry
 
 Logger = structlog.typing.FilteringBoundLogger
@@ -191,6 +192,8 @@ class Daemon:
     async def start(self) -> None:
         """Open state, load rules, reconcile the ledger and listen; do not wait for the cloud."""
         try:
+            # One daemon per state file: a second would poll, decide and notify twice.
+            self._stack.enter_context(hold_state(self.config.state_path))
             self._session = await self._stack.enter_async_context(
                 aiohttp.ClientSession(raise_for_status=False)
             )

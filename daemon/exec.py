@@ -15,10 +15,8 @@ dispatcher delivers them (it looks at its queues at least once a minute).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -45,6 +43,7 @@ from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Problems
 from daemon.policies.guard import GuardAlerts, SnapshotGuard, guard_alert_key
 from daemon.state import SqliteStore
+from daemon.state.lock import file_lock
 from daemon.state.store import LedgerEntry, LedgerState, StateError, Store
 
 Logger = structlog.typing.FilteringBoundLogger
@@ -435,25 +434,13 @@ def _options(params: Mapping[str, Any]) -> str:
     return " ".join(words)
 
 
-@contextlib.contextmanager
-def _target_lock(state_path: Path, provider: str, server: str) -> Iterator[int | None]:
+def _target_lock(
+    state_path: Path, provider: str, server: str
+) -> contextlib.AbstractContextManager[int | None]:
     """Hold a lock on one server for this process; yield None, or the pid holding it already.
 
-    A lock file beside the state database, locked with flock: the kernel releases it when the
-    process ends, however it ends, so a killed exec never leaves a server locked.
+    A lock file beside the state database: the kernel releases it when the process ends, however
+    it ends, so a killed exec never leaves a server locked.
     """
     digest = hashlib.sha256(f"{provider}/{server}".encode()).hexdigest()[:16]
-    path = state_path.with_name(f"{state_path.name}.exec-{digest}.lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            yield int(holder) if holder.isdigit() else 0
-            return
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield None
-    finally:
-        os.close(fd)
+    return file_lock(state_path.with_name(f"{state_path.name}.exec-{digest}.lock"))

@@ -107,3 +107,32 @@ def test_run_exits_78_on_a_broken_rule_file(tmp_path: Path) -> None:
     assert result.returncode == 78
     assert "r.yaml:2: rules[0].do: required" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_second_run_on_the_same_state_exits_78_naming_the_first(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "cloudpilot.toml").write_text(
+        '[http]\nlisten = "127.0.0.1:0"\n[state]\npath = "state.db"\n'
+    )
+    config = str(tmp_path / "cloudpilot.toml")
+    # The daemon logs JSON lines to stdout; it holds the lock once it says it started.
+    first = subprocess.Popen(  # noqa: S603 - our own command, arguments from the test
+        [sys.executable, "-m", "daemon", "run", "--config", config],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert first.stdout is not None
+        for line in first.stdout:
+            if '"daemon_started"' in line:
+                break
+        second = cloudpilot("run", "--config", config)
+    finally:
+        first.terminate()
+        first.communicate(timeout=30)
+    assert second.returncode == 78, second.stderr
+    assert f"already in use by another cloudpilot run (pid {first.pid}" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert first.returncode == 0  # the first ran on, and stopped cleanly

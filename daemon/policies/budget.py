@@ -160,6 +160,10 @@ class _Target:
     about: str  # words for alerts and plan output
 
 
+# Ends the key of a step's dry-run decision (`…/power_off/ec600003#dry_run`).
+DRY_RUN_MARK = "#dry_run"
+
+
 def approval_id(decision_key: str) -> str:
     """Return the short id `cloudpilot approve` takes for a decision awaiting approval."""
     return hashlib.sha256(decision_key.encode()).hexdigest()[:10]
@@ -264,7 +268,8 @@ class BudgetPolicy:
             if key_month == month:
                 self._decided.add(entry.key)
             if now - entry.decision.time < HOUR:
-                self._acted.setdefault((name, label), []).append(entry.decision.time)
+                lane = _lane(name, label, entry.decision.mode)
+                self._acted.setdefault(lane, []).append(entry.decision.time)
         for record in await store.budgets(scope_prefix=APPROVAL_SCOPE):
             if record.month == month:
                 # Refused or timed out: not asked again this month; acted: in the ledger.
@@ -545,13 +550,14 @@ class BudgetPolicy:
             if step.mode is Mode.DRY_RUN:
                 return StepView(step, True, note="dry run: scale-ups go ahead, logged as denied")
             return StepView(step, True, note="scale-ups in the budget's scope are refused")
-        hour = [at for at in self._acted.get((rule.name, step.label), []) if now - at < HOUR]
-        self._acted[(rule.name, step.label)] = hour
+        lane = _lane(rule.name, step.label, step.mode)
+        hour = [at for at in self._acted.get(lane, []) if now - at < HOUR]
+        self._acted[lane] = hour
         targets = self._targets(rule, step, spend.month)
         room = max(0, step.max_per_hour - len(hour))
         chosen, later = targets[:room], targets[room:]
         for target in chosen:
-            key = f"{rule.name}/{spend.month}/{step.label}/{target.action}/{target.id}"
+            key = decision_key(rule.name, spend.month, step, target)
             hour.append(now)
             if step.approval_timeout_s is not None and step.mode is Mode.ENFORCE:
                 self._request_approval(rule, step, target, key, spend.month, now, out)
@@ -567,7 +573,7 @@ class BudgetPolicy:
         waiting = {str(r.data.get("decision_key")) for r in self._waiting.values()}
 
         def fresh(target: _Target) -> bool:
-            key = f"{rule.name}/{month}/{step.label}/{target.action}/{target.id}"
+            key = decision_key(rule.name, month, step, target)
             return key not in self._decided and key not in waiting
 
         if step.kind == "power_off":
@@ -766,6 +772,21 @@ def _enforce_event(
         data={"rule": rule.name, "scope": rule.scope.describe(), **data},
         source="budget",
     )
+
+
+def decision_key(rule: str, month: str, step: BudgetStep, target: _Target) -> str:
+    """Return the identity of a step's decision on a target this month.
+
+    A dry run has a key of its own: what a step decided in dry run must never stand in for the
+    enforced decision once the step is switched to `mode: enforce`.
+    """
+    key = f"{rule}/{month}/{step.label}/{target.action}/{target.id}"
+    return key + DRY_RUN_MARK if step.mode is Mode.DRY_RUN else key
+
+
+def _lane(rule: str, label: str, mode: Mode) -> tuple[str, str]:
+    """Return what `max_per_hour` counts in: dry runs apart, so they never hold enforcement back."""
+    return (rule, label + DRY_RUN_MARK if mode is Mode.DRY_RUN else label)
 
 
 def _parse_key(key: str) -> tuple[str, str, str] | None:

@@ -132,6 +132,32 @@ async def test_dry_run_lists_the_servers_and_touches_none(
     assert {s["name"] for s in world["servers"] if s["status"] == "RUNNING"} >= SERVERS
 
 
+async def test_a_step_switched_from_dry_run_to_enforce_acts_on_the_next_poll(
+    simulator: SimFactory, tmp_path: Path, hook: HttpReceiver
+) -> None:
+    # The documented workflow: run the step in dry run, read what it would do, then enforce.
+    sim, daemon = await overrun(simulator, tmp_path, hook, BUDGET_RULE.format(steps=DRY_STEPS))
+    async with daemon:
+        await hourly(daemon, hours=40)
+        dry = mutations(await sim.requests())
+        enforced = DRY_STEPS.replace("*expendable*\"}}}", "*expendable*\"}}, mode: enforce}")
+        (tmp_path / "rules" / "rules.yaml").write_text(BUDGET_RULE.format(steps=enforced))
+        assert await daemon.reload_rules()
+        await hourly(daemon, hours=1)
+        entries = await daemon.store.ledger(rule="overrun")
+    offs = [e for e in entries if e.decision.action == "power_off"]
+    assert dry == []
+    # The dry-run decisions stay as they were; the enforced ones are new, and were carried out.
+    by_mode = {
+        mode: {e.decision.params["server"] for e in offs if e.decision.mode.value == mode}
+        for mode in ("dry_run", "enforce")
+    }
+    assert by_mode == {"dry_run": EXPENDABLE, "enforce": EXPENDABLE}
+    assert {e.state for e in offs if e.decision.mode.value == "enforce"} == {LedgerState.DONE}
+    touched = {path.split("/")[4] for _, path in mutations(await sim.requests())}
+    assert touched == EXPENDABLE
+
+
 ENFORCE_STEPS = """\
       enforce:
         - {at: 100, block_scale_up: true, mode: enforce}

@@ -140,7 +140,7 @@ async def test_a_step_switched_from_dry_run_to_enforce_acts_on_the_next_poll(
     async with daemon:
         await hourly(daemon, hours=40)
         dry = mutations(await sim.requests())
-        enforced = DRY_STEPS.replace("*expendable*\"}}}", "*expendable*\"}}, mode: enforce}")
+        enforced = DRY_STEPS.replace('*expendable*"}}}', '*expendable*"}}, mode: enforce}')
         (tmp_path / "rules" / "rules.yaml").write_text(BUDGET_RULE.format(steps=enforced))
         assert await daemon.reload_rules()
         await hourly(daemon, hours=1)

@@ -12,13 +12,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def cloudpilot(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+def cloudpilot(
+    *args: str, cwd: Path = REPO, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - our own command, arguments from the test
         [sys.executable, "-m", "daemon", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
 
@@ -65,6 +67,29 @@ def test_check_refuses_a_python_tag_without_running_it(tmp_path: Path) -> None:
     assert result.stdout.startswith("evil.yaml:1: ")
     assert not marker.exists()
     assert "Traceback" not in result.stderr
+
+
+def test_check_refuses_a_template_bomb_without_computing_it(tmp_path: Path) -> None:
+    (tmp_path / "bomb.yaml").write_text(
+        "rules:\n"
+        "  - name: bomb\n"
+        "    on: seeweb.action.failed\n"
+        "    do:\n"
+        "      - alert:\n"
+        "          summary: '{{ 9**99999999 }}'\n"
+        "          description: \"{{ ('x' * 300000000)|length }}\"\n"
+        "          to: [oncall]\n"
+    )
+    # Computing either would take minutes or 300 MB; the start-up of Python is all the time it
+    # may take, so a generous timeout still tells a refusal from a computation.
+    result = cloudpilot("check", "bomb.yaml", cwd=tmp_path, timeout=15)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        "bomb.yaml:6: rules[0].do[0].alert.summary: cannot be rendered safely: "
+        "an integer of more than 4,096 bits",
+        "bomb.yaml:7: rules[0].do[0].alert.description: cannot be rendered safely: "
+        "a value of 300,000,000 characters or items (at most 65,536)",
+    ]
 
 
 def test_check_validates_the_config_and_its_rules(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from conftest import START, SimFactory, SimHandle
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from daemon.app import Daemon, run
 from daemon.clock import FakeClock
@@ -192,14 +193,33 @@ async def test_stale_events_lead_to_no_decision(world: World, receiver: Receiver
     assert stale == 1.0
 
 
+BROKEN = {
+    "syntax": (
+        "rules:\n  - name: broken\n    on: [\n",
+        "broken.yaml:4: yaml: invalid YAML: while parsing a flow node",
+    ),
+    # Computed, this would hold the reload (and /healthz with it) for minutes.
+    "template-bomb": (
+        "rules:\n  - name: bomb\n    on: seeweb.action.failed\n"
+        "    do:\n      - alert: {summary: '{{ 9**99999999 }}', to: [oncall]}\n",
+        "broken.yaml:5: rules[0].do[0].alert.summary: cannot be rendered safely",
+    ),
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN)
 async def test_a_bad_rule_file_on_reload_keeps_the_old_rules(
-    world: World, receiver: Receiver
+    world: World, receiver: Receiver, broken: str
 ) -> None:
     registry = CollectorRegistry()
     async with world.daemon(registry) as daemon:
         await daemon.poll_once()
-        (world.rules_dir / "broken.yaml").write_text("rules:\n  - name: broken\n    on: [\n")
-        assert await daemon.reload_rules() is False
+        source, reason = BROKEN[broken]
+        (world.rules_dir / "broken.yaml").write_text(source)
+        with capture_logs() as logs:
+            assert await daemon.reload_rules() is False
+        [failed] = [entry for entry in logs if entry["event"] == "rules_reload_failed"]
+        assert reason in failed["error"], failed
         assert [rule.name for rule in daemon.engine.rules.rules] == ["page-failed-actions"]
         await world.fail_action("ec300003")
         await world.advance(60)

@@ -76,7 +76,14 @@ class CelCompiler:
         except RuntimeError as exc:
             raise CelCompileError(_parse_compile_error(str(exc))) from None
         result = expression.return_type()
-        if result != cel.Type.BOOL and result != cel.Type.DYN:
+        if result == cel.Type.DYN:
+            # A bare field (`event.data.user`) or a choice between fields: its type is the
+            # event's, so nothing says it is a boolean. Ask for a form that is one.
+            raise CelCompileError(
+                [CelIssue(1, 1, "must be a boolean expression, not a value of any type: "
+                          "compare it (`== true`, `!= \"\"`) or test it with has()")]
+            )  # fmt: skip
+        if result != cel.Type.BOOL:
             raise CelCompileError(
                 [CelIssue(1, 1, f"must be a boolean expression, not {result.name().lower()}")]
             )

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from daemon.actions.urls import check_url, is_loopback_host
+from daemon.actions.urls import check_url, describe, is_loopback_host
 from daemon.durations import Seconds
 from daemon.errors import ConfigError
 from daemon.net import Listen
@@ -44,6 +44,20 @@ Interval = Annotated[Seconds, AfterValidator(_positive)]
 def _listen(value: str) -> str:
     Listen.parse(value)
     return value
+
+
+def _provider_url(value: str) -> str:
+    """Refuse a provider URL that would send the API credentials in clear, or somewhere unsafe."""
+    parsed = check_url(value, allow_http=True)
+    if parsed.scheme == "http" and not is_loopback_host(parsed.raw_host or ""):
+        raise ValueError(
+            f"{describe(parsed)}: plain http would send the API credentials in clear; use "
+            "https (http is allowed only to a loopback host, such as the simulator)"
+        )
+    return value
+
+
+ProviderUrl = Annotated[str, AfterValidator(_provider_url)]
 
 
 class _Section(BaseModel):
@@ -73,7 +87,7 @@ class StateConfig(_Section):
 class SeewebConfig(_Section):
     """The Seeweb ECS API: an API token file, or a username and a password file."""
 
-    url: str = "https://api.seeweb.it"
+    url: ProviderUrl = "https://api.seeweb.it"
     token_file: str | None = None
     username: str | None = None
     password_file: str | None = None
@@ -92,7 +106,7 @@ class SeewebConfig(_Section):
 class K8sGpuConfig(_Section):
     """The Seeweb Serverless GPU API: a username and a password file."""
 
-    url: str = "https://api.seeweb.it"
+    url: ProviderUrl = "https://api.seeweb.it"
     username: str
     password_file: str
 
@@ -100,7 +114,7 @@ class K8sGpuConfig(_Section):
 class GlesysConfig(_Section):
     """The Glesys API: a project and an API key file."""
 
-    url: str = "https://api.glesys.com"
+    url: ProviderUrl = "https://api.glesys.com"
     project: str
     key_file: str
 

@@ -105,3 +105,28 @@ def test_the_postgres_store_is_refused_until_it_exists(tmp_path: Path) -> None:
     assert problems(path) == [
         f"{path}:2: state.dsn: the PostgreSQL store is not available yet; use path (SQLite)"
     ]
+
+
+def test_a_provider_url_over_plain_http_is_refused_unless_it_is_loopback(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[seeweb]\nurl = "http://api.seeweb.it"\ntoken_file = "t"\n'
+        '[k8sgpu]\nurl = "http://10.0.0.8:8080"\nusername = "u"\npassword_file = "p"\n'
+        '[glesys]\nurl = "https://169.254.169.254"\nproject = "cl1"\nkey_file = "k"\n',
+        t="token",
+        p="password",
+        k="key",
+    )
+    clear = "plain http would send the API credentials in clear; use https (http is allowed only"
+    assert problems(path) == [
+        f"{path}:2: seeweb.url: http://api.seeweb.it: {clear} to a loopback host, such as the"
+        " simulator)",
+        f"{path}:5: k8sgpu.url: http://10.0.0.8:8080: {clear} to a loopback host, such as the"
+        " simulator)",
+        f"{path}:9: glesys.url: https://169.254.169.254: 169.254.169.254 is a cloud metadata"
+        " address",
+    ]
+    simulator = write(
+        tmp_path, '[seeweb]\nurl = "http://127.0.0.1:8080"\ntoken_file = "t"\n', t="token"
+    )
+    assert load_config(simulator, environ={}).model.seeweb is not None

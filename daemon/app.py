@@ -39,7 +39,7 @@ from daemon.observability.sdnotify import SystemdNotifier
 from daemon.policies.autoscale import AutoscalePolicy
 from daemon.policies.budget import Budgeted, BudgetPolicy
 from daemon.policies.guard import SnapshotGuard
-from daemon.providers import GlesysClient, K8sGpuClient, SeewebClient
+from daemon.providers import ClientSettings, GlesysClient, K8sGpuClient, SeewebClient
 from daemon.providers.errors import ProviderError
 from daemon.providers.plans import PlanCatalogue
 from daemon.sources.actions import ActionsSource
@@ -621,7 +621,11 @@ def build_clients(
 ) -> ServerClients:
     """Return the Seeweb, Glesys and Serverless GPU clients the config enables, on one session."""
     model = config.model
+    providers = model.providers
     common: dict[str, Any] = {
+        "settings": ClientSettings(
+            max_body_bytes=providers.max_response, max_retry_after=providers.max_retry_after
+        ),
         "clock": clock,
         "logger": log,
         "observer": metrics.observe_request,

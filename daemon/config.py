@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -117,6 +118,35 @@ class GlesysConfig(_Section):
     url: ProviderUrl = "https://api.glesys.com"
     project: str
     key_file: str
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*$")
+_SIZE_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def _parse_size(value: object) -> int:
+    """Return a size in bytes from `8MiB`, `512KiB`, `100B` or a plain number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and (match := _SIZE.match(value)):
+        return int(match.group(1)) * _SIZE_UNITS[match.group(2) or "B"]
+    raise ValueError(f"not a size: {value!r} (write e.g. 8MiB, 512KiB)")
+
+
+def _at_least_a_kibibyte(value: int) -> int:
+    if value < 1024:
+        raise ValueError("must be at least 1KiB")
+    return value
+
+
+Size = Annotated[int, BeforeValidator(_parse_size), AfterValidator(_at_least_a_kibibyte)]
+
+
+class ProvidersConfig(_Section):
+    """How every provider client treats answers: the largest body, the longest wait asked."""
+
+    max_response: Size = 8 * 1024 * 1024
+    max_retry_after: Annotated[Seconds, Field(ge=0)] = 10.0
 
 
 class PollConfig(_Section):
@@ -310,6 +340,7 @@ class ConfigModel(_Section):
     seeweb: SeewebConfig | None = None
     k8sgpu: K8sGpuConfig | None = None
     glesys: GlesysConfig | None = None
+    providers: ProvidersConfig = Field(default_factory=ProvidersConfig)
     poll: PollConfig = Field(default_factory=PollConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig)

@@ -138,7 +138,8 @@ class ClientSettings:
     max_attempts: int = 3
     backoff_base: float = 0.5
     backoff_cap: float = 10.0
-    max_retry_after: float = 60.0
+    max_retry_after: float = 10.0
+    max_body_bytes: int = 8 * 1024 * 1024
     requests_per_second: float | None = 5.0
     burst: int = 10
     max_concurrency: int = 4
@@ -154,6 +155,8 @@ class ClientSettings:
             raise ValueError("requests_per_second must be greater than 0, or None for no limit")
         if self.burst < 1 or self.max_concurrency < 1:
             raise ValueError("burst and max_concurrency must be at least 1")
+        if self.max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be at least 1")
 
     def timeout(self) -> aiohttp.ClientTimeout:
         """Return the per-call timeout (never aiohttp's 5-minute default)."""
@@ -342,6 +345,14 @@ def parse_retry_after(value: str | None, clock: Clock) -> float | None:
     if seconds != seconds:  # NaN
         return None
     return max(0.0, seconds)
+
+
+def _size_text(size: int) -> str:
+    """Return a byte count as people write it: `8 MiB`, `512 KiB`, `100 bytes`."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size:,} bytes"
 
 
 def _provider_message(body: bytes, status: int | None = None) -> str:
@@ -555,8 +566,8 @@ class HttpProvider:
                     timeout=self._timeout,
                     allow_redirects=False,
                 ) as response:
-                    data = await response.read()
                     outcome = str(response.status)
+                    data = await self._read_body(call, response)
                     return Reply(
                         method=call.method,
                         endpoint=call.endpoint,
@@ -575,6 +586,30 @@ class HttpProvider:
             finally:
                 if outcome is not None:
                     self._observe(call, outcome, self._clock.monotonic() - started)
+
+    async def _read_body(self, call: Call, response: aiohttp.ClientResponse) -> bytes:
+        """Return the body, or raise BadResponseError once it passes `max_body_bytes`.
+
+        The limit counts the body as decoded (a gzip answer is counted unzipped), and a body
+        announced too big by Content-Length is refused before any of it is read.
+        """
+        limit = self._settings.max_body_bytes
+        announced = response.content_length
+        if announced is None or announced <= limit:
+            data = bytearray()
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                data += chunk
+                if len(data) > limit:
+                    break
+            else:
+                return bytes(data)
+        raise BadResponseError(
+            self.name,
+            call.method,
+            call.path,
+            f"answer larger than {_size_text(limit)} (HTTP {response.status}); "
+            "[providers] max_response sets the limit",
+        )
 
     def _observe(self, call: Call, outcome: str, seconds: float) -> None:
         if self._log is not None:

@@ -282,6 +282,14 @@ async def inject_faults(request: web.Request, handler: Handler) -> web.StreamRes
         answer = without_keys(answer, applied.omit)
     if applied.garble and isinstance(answer, web.Response):
         answer = with_garbled_item(answer, applied.garble)
+    if applied.pad_bytes and isinstance(answer, web.Response) and isinstance(answer.body, bytes):
+        # Trailing blanks keep a JSON body valid: only its size changes.
+        answer = web.Response(
+            body=answer.body + b" " * applied.pad_bytes,
+            status=answer.status,
+            content_type=answer.content_type,
+            headers=_extra_headers(answer),
+        )
     if applied.truncate and isinstance(answer, web.Response) and isinstance(answer.body, bytes):
         body = answer.body
         cut = web.Response(

@@ -26,6 +26,7 @@ class FaultRequest(BaseModel):
     retry_after: int | str | None = None
     latency_ms: int = Field(default=0, ge=0, le=600_000)
     truncate: bool = False
+    pad_bytes: int = Field(default=0, ge=0, le=256 * 1024 * 1024)
     omit: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
         default_factory=list, max_length=50
     )
@@ -45,6 +46,7 @@ class FaultRequest(BaseModel):
             self.status is not None,
             self.latency_ms > 0,
             self.truncate,
+            self.pad_bytes > 0,
             bool(self.omit),
             bool(self.garble),
             self.expire_tokens,
@@ -53,8 +55,8 @@ class FaultRequest(BaseModel):
         )
         if not any(effects):
             raise ValueError(
-                "a fault needs one of status, latency_ms, truncate, omit, garble, expire_tokens, "
-                "insert_actions_while_paging or fail_actions"
+                "a fault needs one of status, latency_ms, truncate, pad_bytes, omit, garble, "
+                "expire_tokens, insert_actions_while_paging or fail_actions"
             )
         return self
 
@@ -70,6 +72,7 @@ class Fault:
     retry_after: int | str | None
     latency_ms: int
     truncate: bool
+    pad_bytes: int
     omit: tuple[str, ...]
     garble: tuple[str, ...]
     count: int | None
@@ -92,6 +95,7 @@ class Applied:
     status: int | None = None
     retry_after: int | str | None = None
     truncate: bool = False
+    pad_bytes: int = 0
     omit: frozenset[str] = frozenset()
     garble: frozenset[str] = frozenset()
 
@@ -116,6 +120,7 @@ class FaultBoard:
             request.status is None
             and not request.latency_ms
             and not request.truncate
+            and not request.pad_bytes
             and not request.omit
             and not request.garble
         ):
@@ -128,6 +133,7 @@ class FaultBoard:
             retry_after=request.retry_after,
             latency_ms=request.latency_ms,
             truncate=request.truncate,
+            pad_bytes=request.pad_bytes,
             omit=tuple(dict.fromkeys(request.omit)),
             garble=tuple(dict.fromkeys(request.garble)),
             count=request.count,
@@ -159,6 +165,7 @@ class FaultBoard:
                 continue
             applied.latency_s += fault.latency_ms / 1000
             applied.truncate = applied.truncate or fault.truncate
+            applied.pad_bytes = max(applied.pad_bytes, fault.pad_bytes)
             applied.omit |= frozenset(fault.omit)
             applied.garble |= frozenset(fault.garble)
             if fault.status is not None and applied.status is None:

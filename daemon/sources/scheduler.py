@@ -25,6 +25,7 @@ CursorReader = Callable[[str], Awaitable[Cursor | None]]
 Sink = Callable[[str, list[Event], Cursor], Awaitable[None]]
 
 MAX_BACKOFF_S = 3600.0
+MAX_RETRY_AFTER_S = 86400.0  # the longest wait a provider's Retry-After can impose on a source
 BACKOFF_INTERVALS = 10
 MIN_TIMEOUT_S = 60.0
 MAX_TIMEOUT_S = 600.0
@@ -142,7 +143,9 @@ class SourceJob:
         # Equal jitter: at least half the delay, so that back-off still backs off.
         delay = ceiling * (0.5 + 0.5 * self._rng.random())
         if retry_after is not None:
-            delay = max(delay, min(retry_after, self.max_backoff))
+            # The provider said when to come back: not sooner, whatever the interval (a day at
+            # most, so a wrong header cannot silence a source for good).
+            delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
         return delay
 
 

@@ -157,7 +157,7 @@ async def test_omit_drops_top_level_keys_of_json_objects_only(simulator: SimFact
     [
         (
             {"path": SNAPSHOTS, "omit": []},
-            "a fault needs one of status, latency_ms, truncate, omit",
+            "a fault needs one of status, latency_ms, truncate, pad_bytes, omit",
         ),
         ({"path": SNAPSHOTS, "omit": [""]}, "omit.0: String should have at least 1 character"),
         ({"path": SNAPSHOTS, "omit": "month"}, "omit: Input should be a valid list"),

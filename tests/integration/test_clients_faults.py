@@ -51,6 +51,7 @@ from daemon.providers import (
 from daemon.simulator.app import Credentials
 
 SERVERS = "/ecs/v2/servers"
+SMALL = ClientSettings(requests_per_second=None, max_body_bytes=64 * 1024)
 POWER = "/ecs/v2/servers/ec200001/actions"
 PODS = "/k8sgpu/v1/pod/"
 
@@ -209,6 +210,46 @@ async def test_a_truncated_body_is_a_bad_response_naming_the_endpoint(
         await call(h, clock)
     assert str(info.value).startswith(f"{named}: invalid JSON at byte ")
     assert clock.sleeps == []
+
+
+@pytest.mark.parametrize(
+    ("fault_path", "call", "named"),
+    [
+        (
+            SERVERS,
+            lambda h, c: seeweb(h, c, settings=SMALL).list_servers(),
+            "seeweb GET /ecs/v2/servers",
+        ),
+        (
+            "/k8sgpu/v1/pod",
+            lambda h, c: k8sgpu(h, c, settings=SMALL).list_pods(),
+            "k8sgpu GET /k8sgpu/v1/pod/",
+        ),
+        (
+            "/glesys/server/list",
+            lambda h, c: glesys(h, c, settings=SMALL).list_servers(),
+            "glesys POST /server/list",
+        ),
+    ],
+    ids=["seeweb", "k8sgpu", "glesys"],
+)
+async def test_a_body_past_the_limit_is_refused_naming_the_endpoint(
+    simulator: SimFactory, fault_path: str, call: TruncatedCall, named: str
+) -> None:
+    h = await start(simulator)
+    clock = fake_clock()
+    await inject(h, path=fault_path, pad_bytes=SMALL.max_body_bytes)
+
+    with raises(BadResponseError) as info:
+        await call(h, clock)
+    assert str(info.value) == (
+        f"{named}: answer larger than 64 KiB (HTTP 200); [providers] max_response sets the limit"
+    )
+    # The same answer would come again: it is not retried.
+    assert [r["status"] for r in await h.requests() if r["path"].startswith(fault_path)] == [200]
+    assert clock.sleeps == []
+    await sim_ok(h, "DELETE", "/_sim/faults")
+    assert await call(h, clock)  # the same call, its answer under the limit
 
 
 # -- credentials -----------------------------------------------------------------------------------

@@ -130,3 +130,14 @@ def test_a_provider_url_over_plain_http_is_refused_unless_it_is_loopback(tmp_pat
         tmp_path, '[seeweb]\nurl = "http://127.0.0.1:8080"\ntoken_file = "t"\n', t="token"
     )
     assert load_config(simulator, environ={}).model.seeweb is not None
+
+
+def test_provider_limits_are_sizes_and_durations(tmp_path: Path) -> None:
+    path = write(tmp_path, '[providers]\nmax_response = "512KiB"\nmax_retry_after = "1m"\n')
+    providers = load_config(path, environ={}).model.providers
+    assert (providers.max_response, providers.max_retry_after) == (512 * 1024, 60.0)
+    path = write(tmp_path, '[providers]\nmax_response = "lots"\nmax_retry_after = "-1s"\n')
+    assert problems(path) == [
+        f"{path}:2: providers.max_response: not a size: 'lots' (write e.g. 8MiB, 512KiB)",
+        f"{path}:3: providers.max_retry_after: Input should be greater than or equal to 0",
+    ]

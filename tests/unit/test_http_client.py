@@ -255,15 +255,55 @@ async def test_retry_after_in_seconds_is_honoured(
     assert api.count("/ecs/v2/actions") == 2
 
 
+def streamed(body: bytes, *, gzip: bool = False) -> Handler:
+    """Return a handler that sends `body` in chunks with no Content-Length, zipped if asked."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        if gzip:
+            response.enable_compression(web.ContentCoding.gzip)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(body), 32 * 1024):
+            await response.write(body[start : start + 32 * 1024])
+        await response.write_eof()
+        return response
+
+    return handler
+
+
+# A page of actions padded with blanks (still valid JSON) to just over 1 MiB: it zips to a few
+# KiB, so only a limit on the body as decoded holds it.
+BIG_PAGE = json.dumps({"actions": [ACTION], "total_actions": 1}).encode() + b" " * (1 << 20)
+
+
+@pytest.mark.parametrize("gzip", [False, True], ids=["chunked", "gzip"])
+async def test_a_body_past_the_limit_is_refused_while_it_streams(
+    session: aiohttp.ClientSession, clock: FakeClock, gzip: bool
+) -> None:
+    settings = ClientSettings(requests_per_second=None, max_body_bytes=1 << 20)
+    async with serve(("GET", "/ecs/v2/actions", streamed(BIG_PAGE, gzip=gzip))) as api:
+        with pytest.raises(BadResponseError) as caught:
+            await seeweb(session, api, clock, settings).list_actions()
+        assert str(caught.value) == (
+            "seeweb GET /ecs/v2/actions: answer larger than 1 MiB (HTTP 200); "
+            "[providers] max_response sets the limit"
+        )
+        assert api.count("/ecs/v2/actions") == 1
+        roomy = ClientSettings(requests_per_second=None, max_body_bytes=2 << 20)
+        actions, total = await seeweb(session, api, clock, roomy).list_actions()
+    assert ([action.id for action in actions], total) == ([709], 1)
+
+
 async def test_retry_after_as_http_date_is_relative_to_the_clock(
     session: aiohttp.ClientSession, clock: FakeClock
 ) -> None:
-    when = format_datetime(clock.now() + timedelta(seconds=30), usegmt=True)
+    when = format_datetime(clock.now() + timedelta(seconds=9), usegmt=True)
     page = {"actions": [], "total_actions": 0}
     handler = replies(status(503, **{"Retry-After": when}), web.json_response(page))
     async with serve(("GET", "/ecs/v2/actions", handler)) as api:
         await seeweb(session, api, clock).list_actions()
-    assert clock.sleeps == [30.0]
+    assert clock.sleeps == [9.0]
 
 
 async def test_retry_after_beyond_the_cap_raises_at_once(

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import structlog
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from daemon import __version__
@@ -20,6 +21,7 @@ from daemon.actions import default_registry
 from daemon.actions.base import ActionRegistry
 from daemon.actions.runner import Runner
 from daemon.actions.server import ServerClients
+from daemon.actions.urls import is_loopback_host
 from daemon.clock import Clock
 from daemon.config import Config
 from daemon.engine import Engine, EngineObserver, RuleSet, load_rules
@@ -254,6 +256,8 @@ class Daemon:
             )
             runner, self._http_port = await start_http(app, self.listen.host, self.listen.port)
             self._stack.push_async_callback(runner.cleanup)
+            if not is_loopback_host(self.listen.host):
+                self._warn_exposed(app)
             self._runner = Runner(
                 store=self.store,
                 registry=actions,
@@ -291,6 +295,18 @@ class Daemon:
             rules=len(rules),
             sources=[job.name for job in jobs],
             listen=f"{self.listen.host}:{self._http_port}",
+        )
+
+    def _warn_exposed(self, app: web.Application) -> None:
+        """Say, as a warning, what anyone who reaches a non-loopback address can read."""
+        endpoints = sorted({route.resource.canonical for route in app.router.routes()})
+        self.log.warning(
+            "http_exposed",
+            listen=f"{self.listen.host}:{self._http_port}",
+            endpoints=endpoints,
+            reason="served without authentication beyond this machine: /status and /metrics "
+            "show server names, rules, alerts, spend and approvals to anyone who can connect. "
+            "Bind 127.0.0.1, or put a proxy with authentication or a firewall in front",
         )
 
     def start_polling(self) -> None:

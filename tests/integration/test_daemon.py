@@ -20,6 +20,7 @@ from structlog.testing import capture_logs
 from daemon.app import Daemon, run
 from daemon.clock import FakeClock
 from daemon.config import load_config
+from daemon.net import Listen
 from daemon.state import LedgerState, SqliteStore
 
 FAILED_ACTION_RULES = """\
@@ -330,3 +331,25 @@ async def test_readyz_turns_ready_after_the_first_poll(world: World) -> None:
             "cloudpilot_server_cores",
         ):
             assert family in text, family
+
+
+@pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("127.0.0.1", False)])  # noqa: S104
+async def test_listening_beyond_loopback_warns_naming_what_is_exposed(
+    world: World, host: str, warned: bool
+) -> None:
+    daemon = Daemon(
+        load_config(world.config_path),
+        clock=world.clock,
+        registry=CollectorRegistry(),
+        listen=Listen(host, 0),
+    )
+    with capture_logs() as logs:
+        async with daemon:
+            pass
+    exposed = [
+        (entry["log_level"], entry["listen"].rpartition(":")[0], entry["endpoints"])
+        for entry in logs
+        if entry["event"] == "http_exposed"
+    ]
+    endpoints = ["/healthz", "/metrics", "/readyz", "/status"]
+    assert exposed == ([("warning", host, endpoints)] if warned else [])

@@ -299,7 +299,7 @@ class Daemon:
 
     def _warn_exposed(self, app: web.Application) -> None:
         """Say, as a warning, what anyone who reaches a non-loopback address can read."""
-        endpoints = sorted({route.resource.canonical for route in app.router.routes()})
+        endpoints = sorted({resource.canonical for resource in app.router.resources()})
         self.log.warning(
             "http_exposed",
             listen=f"{self.listen.host}:{self._http_port}",

@@ -37,6 +37,18 @@ class Metrics:
             ["source"],
             registry=registry,
         )
+        self.poll_overruns = Counter(
+            "cloudpilot_poll_overruns_total",
+            "Polls of a source that took longer than its interval.",
+            ["source"],
+            registry=registry,
+        )
+        self.poll_ticks_skipped = Counter(
+            "cloudpilot_poll_ticks_skipped_total",
+            "Scheduled polls of a source skipped because the last one was still running or late.",
+            ["source"],
+            registry=registry,
+        )
         self.last_poll_success = Gauge(
             "cloudpilot_last_successful_poll_timestamp_seconds",
             "Unix time of a source's last successful poll.",

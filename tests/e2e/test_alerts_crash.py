@@ -274,13 +274,8 @@ async def wait_ready(http: aiohttp.ClientSession, url: str, log: Path) -> None:
 
 
 def tail(log: Path, lines: int = 30) -> str:
-    """Return the daemon log's last lines, without the scheduler's skipped-poll chatter."""
-    kept = [
-        line
-        for line in log.read_text(errors="replace").splitlines()
-        if "maximum number of running instances" not in line
-    ]
-    return "\n".join(kept[-lines:])
+    """Return the daemon log's last lines."""
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
 def integrity(path: Path) -> str:

@@ -209,3 +209,28 @@ async def test_default_timeout_follows_the_interval_within_bounds() -> None:
 async def test_interval_must_be_positive() -> None:
     with pytest.raises(ValueError, match="source a: interval must be positive"):
         Rig().job(ScriptedSource("a"), interval=0, rng=random.Random(1))
+
+
+async def test_a_poll_longer_than_its_interval_is_one_warning_with_the_ticks_it_skipped() -> None:
+    rig = Rig()
+    source = HangingSource("actions")
+    job = rig.job(source, interval=30)
+    poll = asyncio.create_task(job.tick())
+    await source.entered.wait()
+    for _ in range(3):  # the scheduler's ticks while the poll runs on
+        job.skipped_tick()
+    rig.clock.advance(95)
+    source.release.set()
+    assert await poll is True
+    assert await job.tick() is True  # a poll within its interval says nothing
+
+    [overran] = rig.events("poll_overran")
+    assert {key: overran[key] for key in ("source", "took_s", "interval_s", "ticks_skipped")} == {
+        "source": "actions",
+        "took_s": 95.0,
+        "interval_s": 30,
+        "ticks_skipped": 3,
+    }
+    assert overran["log_level"] == "warning" and overran["ok"] is True
+    assert rig.value("cloudpilot_poll_overruns_total", "actions") == 1
+    assert rig.value("cloudpilot_poll_ticks_skipped_total", "actions") == 3

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 from source_fakes import HangingSource, Rig, ScriptedSource, waiting_for
 
 from daemon.providers.errors import ServerError
-from daemon.sources.scheduler import PollScheduler
+from daemon.sources.scheduler import PollScheduler, SourceJob
 
 WAIT = 5.0  # a bound on waiting for an event, never a sleep
 
@@ -119,3 +120,46 @@ async def test_a_source_may_be_scheduled_once() -> None:
         PollScheduler(
             [rig.job(ScriptedSource("logs")), rig.job(ScriptedSource("logs"))], log=rig.log
         )
+
+
+class CountingJob(SourceJob):
+    """A job that says when the scheduler has skipped `enough` of its ticks."""
+
+    enough = 2
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.skipped = asyncio.Event()
+        self.count = 0
+
+    def skipped_tick(self) -> None:
+        super().skipped_tick()
+        self.count += 1
+        if self.count >= self.enough:
+            self.skipped.set()
+
+
+async def test_ticks_skipped_during_a_long_poll_are_counted_not_logged_one_by_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rig = Rig()
+    source = HangingSource("actions")
+    job = CountingJob(
+        source, interval=0.01, cursor_of=rig.cursor_of, sink=rig.sink, facts=rig.facts,
+        metrics=rig.metrics, clock=rig.clock, log=rig.log,
+    )  # fmt: skip
+    scheduler = PollScheduler([job], log=rig.log, stop_timeout=WAIT)
+    scheduler.start()
+    try:
+        await asyncio.wait_for(job.skipped.wait(), WAIT)
+        rig.clock.advance(1)
+        source.release.set()
+        await asyncio.wait_for(job.first_success.wait(), WAIT)
+    finally:
+        await scheduler.stop()
+    # APScheduler's own line per skipped tick ("maximum number of running instances reached")
+    # is gone; the poll's end says it once, with the count.
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("apscheduler")] == []
+    [overran] = rig.events("poll_overran")
+    assert overran["ticks_skipped"] >= 2
+    assert rig.value("cloudpilot_poll_ticks_skipped_total", "actions") == job.count

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Annotated, ClassVar, Literal, Protocol
 
@@ -11,15 +12,24 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictStr,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from daemon.actions.base import ActionContext, ActionParams
+from daemon.engine.events import (
+    EVENT_FIELDS,
+    data_fields,
+    event_type_schema,
+    suggest,
+    unknown_type,
+)
 from daemon.engine.match import check_path
 from daemon.engine.schema import Duration
+from daemon.facts import ServerFact
 from daemon.models import Decision, Outcome
-from daemon.notify.templates import check_template
+from daemon.notify.templates import check_template, unknown_fields
 
 LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_LABELS = frozenset({"alertname", "severity", "resource"})
@@ -35,9 +45,19 @@ class ResolveParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, title="Resolve")
 
-    on: list[Annotated[StrictStr, Field(min_length=1, max_length=200)]] = Field(
+    on: Annotated[
+        list[Annotated[StrictStr, Field(min_length=1, max_length=200)]],
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    event_type_schema(resolving=True),
+                    {"type": "array", "items": event_type_schema(resolving=True)},
+                ]
+            }
+        ),
+    ] = Field(
         default_factory=list,
-        description="Event type(s) that resolve the alert; globs allowed.",
+        description="Event type(s) that resolve the alert, one or a list; globs allowed.",
     )
     same: list[EventField] = Field(
         default_factory=lambda: ["resource"],
@@ -53,6 +73,15 @@ class ResolveParams(BaseModel):
     @classmethod
     def _one_or_many(cls, value: object) -> object:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("on")
+    @classmethod
+    def _known_types(cls, value: list[str]) -> list[str]:
+        # A resolving type no source or policy emits leaves the alert firing for ever.
+        reasons = [r for t in value if (r := unknown_type(t, resolving=True)) is not None]
+        if reasons:
+            raise ValueError("; ".join(reasons))
+        return value
 
     @model_validator(mode="after")
     def _ends_somehow(self) -> ResolveParams:
@@ -100,6 +129,27 @@ class AlertParams(ActionParams):
         if len(set(value)) != len(value):
             raise ValueError("a route is listed twice")
         return value
+
+    def event_problems(self, event_type: str) -> list[tuple[tuple[str | int, ...], str]]:
+        """Return the template fields that events of `event_type` can never have."""
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        for part in ("summary", "description"):
+            source = getattr(self, part)
+            if not source:
+                continue
+            reasons = unknown_fields(
+                source,
+                event_fields=EVENT_FIELDS,
+                data_fields=data_fields(event_type),
+                server_fields=SERVER_FIELDS,
+                suggest=suggest,
+            )
+            problems.extend(((part,), reason) for reason in reasons)
+        return problems
+
+
+#: What a template's `server` holds: the watched server whose name is the event's resource.
+SERVER_FIELDS = tuple(field.name for field in dataclasses.fields(ServerFact))
 
 
 class AlertRaiser(Protocol):

@@ -7,7 +7,7 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import date, datetime
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
@@ -18,7 +18,7 @@ from daemon import __version__
 from daemon.actions.base import ActionContext, ActionParams, params_as_data
 from daemon.actions.urls import check_url, describe
 from daemon.clock import Clock
-from daemon.durations import Seconds
+from daemon.engine.schema import Duration
 from daemon.models import Decision, Outcome, OutcomeStatus
 
 # A module import, not names: daemon.notify.outbound imports daemon.actions.urls, so importing
@@ -54,8 +54,8 @@ class WebhookParams(ActionParams):
         default_factory=dict,
         description="Extra request headers, e.g. a token; their values are never logged.",
     )
-    timeout: Seconds = Field(
-        default=10.0, gt=0, le=300, description="How long to wait for the answer."
+    timeout: Annotated[Duration, Field(le=300)] = Field(
+        default=10.0, description="How long to wait for the answer (at most 5m)."
     )
 
     @field_validator("url")

@@ -34,6 +34,7 @@ from daemon.engine.engine import (
     RunOptions,
     Throttle,
 )
+from daemon.engine.events import unknown_type
 from daemon.engine.match import MISSING, compile_match, value_getter
 from daemon.engine.schema import (
     MAX_WHEN_CHARS,
@@ -122,9 +123,39 @@ def rule_file_schema(actions: Mapping[str, type[ActionParams]]) -> dict[str, Any
     do["items"] = items
     schema = dict(defs.pop(root_name))
     schema["$defs"] = defs
+    schema["properties"]["rules"]["items"] = _rule_kinds(defs)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
         **schema,
+    }
+
+
+#: The rule-file schema's identity (a URN: it names the format, it is not fetched).
+SCHEMA_ID = "urn:cloudpilot:schema:rule-file:1"
+
+
+def _rule_kinds(defs: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a rule's schema that picks its kind by key, so an editor's error names one kind.
+
+    A rule with `autoscale` is an autoscale rule, one with `budget` a budget rule, any other an
+    event rule (`on` and `do`); with a plain anyOf, one mistake would list all three kinds.
+    """
+
+    def ref(title: str) -> dict[str, str]:
+        name = next(name for name, schema in defs.items() if schema.get("title") == title)
+        return {"$ref": f"#/$defs/{name}"}
+
+    return {
+        "description": "An event rule (on, do), an autoscale rule (autoscale) or a budget rule "
+        "(budget).",
+        "if": {"type": "object", "required": ["autoscale"]},
+        "then": ref("AutoscaleRule"),
+        "else": {
+            "if": {"type": "object", "required": ["budget"]},
+            "then": ref("BudgetRule"),
+            "else": ref("Rule"),
+        },
     }
 
 
@@ -325,6 +356,20 @@ class _Document:
             else:
                 return line, None
         return line, value_mark
+
+
+def parse_yaml(text: str) -> Any:
+    """Return the data of rule-file text as the loader reads it: YAML 1.2 scalars, no tags.
+
+    Raise yaml.YAMLError when it is not YAML the loader accepts.
+    """
+    loader = _RuleYamlLoader(text)
+    try:
+        return loader.get_single_data()
+    except _Refusal as refusal:
+        raise yaml.YAMLError(refusal.reason) from None
+    finally:
+        loader.dispose()
 
 
 def _read(path: Path, name: str) -> _Document | Problem:
@@ -768,7 +813,10 @@ def _load_rule(
     if not isinstance(raw, dict):
         return None
     _check_name(doc, at, raw, state, found)
-    steps = _load_steps(doc, at, raw.get("do"), state.actions, found)
+    on = raw.get("on") if isinstance(raw.get("on"), str) and raw.get("on") else None
+    if on is not None and (reason := unknown_type(on)) is not None:
+        found.append(Problem(doc.name, doc.line_of((*at, "on")), _field_path((*at, "on")), reason))
+    steps = _load_steps(doc, at, raw.get("do"), state.actions, found, on=on)
     for number, step in enumerate(steps or ()):
         # Unset fields are not stored: set_cores defaults to Glesys, the rest to Seeweb.
         provider = step.params.get("provider", "glesys" if step.action == "set_cores" else None)
@@ -801,8 +849,13 @@ def _load_steps(
     raw: Any,
     actions: Mapping[str, type[ActionParams]],
     found: list[Problem],
+    *,
+    on: str | None = None,
 ) -> tuple[ActionStep, ...] | None:
-    """Return the `do` steps with validated parameters, or None after adding problems."""
+    """Return the `do` steps with validated parameters, or None after adding problems.
+
+    With `on`, the rule's event type, parameters that read the event are checked against it.
+    """
     if not isinstance(raw, list):
         return None  # the model has said why
     steps: list[ActionStep] = []
@@ -869,6 +922,11 @@ def _load_steps(
             )
             ok = False
             continue
+        if on is not None:
+            for path, reason in validated.event_problems(on):
+                where = (*loc, *path)
+                found.append(Problem(doc.name, doc.line_of(where), _field_path(where), reason))
+                ok = False
         steps.append(ActionStep(action, params_as_data(validated)))
     return tuple(steps) if ok else None
 

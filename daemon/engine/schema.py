@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from daemon.durations import parse_duration
+from daemon.engine.events import event_type_schema
 from daemon.engine.match import check_path, compile_value_test
 from daemon.policies.windows import parse_window
 
@@ -394,7 +395,11 @@ class RuleModel(_Strict):
     description: StrictStr | None = None
     enabled: StrictBool = True
     mode: Literal["enforce", "dry_run"] = "enforce"
-    on: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    on: Annotated[
+        StrictStr,
+        Field(min_length=1, max_length=200),
+        WithJsonSchema(event_type_schema()),
+    ]
     match: dict[EventPath, MatchValue] | None = None
     when: Annotated[StrictStr, Field(min_length=1, max_length=MAX_WHEN_CHARS)] | None = None
     for_: Duration | None = Field(default=None, alias="for")

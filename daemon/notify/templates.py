@@ -27,11 +27,11 @@ import itertools
 import re
 import string
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sized
 from contextvars import ContextVar
 from typing import Any
 
-from jinja2 import TemplateError, Undefined, nodes
+from jinja2 import TemplateError, Undefined, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
@@ -390,3 +390,71 @@ def check_template(source: str) -> str:
     """Return `source` when it compiles as an alert template, else raise ValueError."""
     AlertTemplate(source)
     return source
+
+
+# --- what a template reads ----------------------------------------------------------------------
+
+#: The names a template sees (the rendering context) besides the globals.
+CONTEXT_NAMES = ("event", "rule", "severity", "server")
+
+
+def _read_key(node: nodes.Node) -> tuple[nodes.Node, str] | None:
+    """Return (what is read from, the field) for `x.field` and `x['field']`, else None."""
+    if isinstance(node, nodes.Getattr):
+        return node.node, node.attr
+    if not isinstance(node, nodes.Getitem):
+        return None
+    key = node.arg
+    return (
+        (node.node, key.value)
+        if isinstance(key, nodes.Const) and isinstance(key.value, str)
+        else None
+    )
+
+
+def _is_name(node: nodes.Node, name: str) -> bool:
+    return isinstance(node, nodes.Name) and node.name == name and node.ctx == "load"
+
+
+def unknown_fields(
+    source: str,
+    *,
+    event_fields: Collection[str],
+    data_fields: Collection[str] | None,
+    server_fields: Collection[str],
+    suggest: Callable[[str, Iterable[str]], str | None],
+) -> list[str]:
+    """Return, for each name or field the template reads that can never exist, why.
+
+    A variable must be one of CONTEXT_NAMES (or set by the template itself); `event.<f>` one of
+    `event_fields`; `event.data.<f>` one of `data_fields` when they are known; `server.<f>` one
+    of `server_fields`. Each reason says what was meant when one name is close.
+    """
+    tree = _ENV.parse(source)
+    found: list[str] = []
+
+    def refuse(what: str, name: str, known: Iterable[str]) -> None:
+        known = sorted(known)
+        guess = suggest(name, known)
+        hint = f"did you mean {guess!r}?" if guess else f"known: {', '.join(known)}"
+        found.append(f"{what}{name} can never exist; {hint}")
+
+    for name in sorted(meta.find_undeclared_variables(tree)):
+        if name not in CONTEXT_NAMES and name not in _ENV.globals:
+            refuse("variable ", name, CONTEXT_NAMES)
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        read = _read_key(node)
+        if read is None:
+            continue
+        base, field = read
+        if _is_name(base, "event"):
+            if field not in event_fields:
+                refuse("field event.", field, event_fields)
+        elif _is_name(base, "server"):
+            if field not in server_fields:
+                refuse("field server.", field, server_fields)
+        elif data_fields is not None and field not in data_fields:
+            inner = _read_key(base)
+            if inner is not None and _is_name(inner[0], "event") and inner[1] == "data":
+                refuse("field event.data.", field, data_fields)
+    return list(dict.fromkeys(found))

@@ -92,6 +92,45 @@ def test_check_refuses_a_template_bomb_without_computing_it(tmp_path: Path) -> N
     ]
 
 
+def test_check_refuses_typos_that_would_leave_a_rule_dead(tmp_path: Path) -> None:
+    (tmp_path / "typos.yaml").write_text(
+        "rules:\n"
+        "  - name: never-fires\n"
+        "    on: seeweb.action.faild\n"
+        "    do: [{log: {message: hi}}]\n"
+        "  - name: never-resolves\n"
+        "    on: seeweb.action.failed\n"
+        "    do:\n"
+        "      - alert:\n"
+        "          summary: '{{ event.data.type }} failed'\n"
+        "          to: [oncall]\n"
+        "          resolve: {on: seeweb.action.complete}\n"
+        "  - name: renders-nothing\n"
+        "    on: seeweb.action.failed\n"
+        "    do:\n"
+        "      - alert:\n"
+        "          summary: '{{ event.dta.type }} on {{ server.plna }}'\n"
+        "          description: '{{ event.data.stauts }} by {{ evnt.data.user }}'\n"
+        "          to: [oncall]\n"
+    )
+    result = cloudpilot("check", "typos.yaml", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        "typos.yaml:3: rules[0].on: no source emits 'seeweb.action.faild'; "
+        "did you mean 'seeweb.action.failed'?",
+        "typos.yaml:11: rules[1].do[0].alert.resolve.on: no source emits "
+        "'seeweb.action.complete'; did you mean 'seeweb.action.completed'?",
+        "typos.yaml:16: rules[2].do[0].alert.summary: field event.dta can never exist; "
+        "did you mean 'data'?",
+        "typos.yaml:16: rules[2].do[0].alert.summary: field server.plna can never exist; "
+        "did you mean 'plan'?",
+        "typos.yaml:17: rules[2].do[0].alert.description: variable evnt can never exist; "
+        "did you mean 'event'?",
+        "typos.yaml:17: rules[2].do[0].alert.description: field event.data.stauts can never "
+        "exist; did you mean 'status'?",
+    ]
+
+
 def test_check_validates_the_config_and_its_rules(tmp_path: Path) -> None:
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "r.yaml").write_text(

@@ -32,6 +32,7 @@ from test_clients_vs_sim import (
 )
 
 from daemon.clock import FakeClock
+from daemon.engine.events import find
 from daemon.facts import Facts
 from daemon.models import Event
 from daemon.observability.metrics import Metrics
@@ -78,6 +79,10 @@ class Rig:
             assert event.source == source.name
             assert event.time.tzinfo is not None
             json.dumps(dict(event.data))
+            # What `cloudpilot check` and `schema` know of events is what sources emit.
+            entry = find(event.type)
+            assert entry is not None, f"{event.type} is not in daemon/engine/events.py"
+            assert set(event.data) <= set(entry.fields), (event.type, set(event.data))
         return events
 
     async def advance(self, seconds: float) -> None:

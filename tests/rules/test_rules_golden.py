@@ -93,8 +93,12 @@ def test_duplicate_names_across_files_name_the_other_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    Path("a.yaml").write_text("rules:\n  - {name: page, on: x, do: [{log: {message: m}}]}\n")
-    Path("b.yaml").write_text("\nrules:\n  - {name: page, on: y, do: [{log: {message: m}}]}\n")
+    Path("a.yaml").write_text(
+        "rules:\n  - {name: page, on: seeweb.log, do: [{log: {message: m}}]}\n"
+    )
+    Path("b.yaml").write_text(
+        "\nrules:\n  - {name: page, on: seeweb.log, do: [{log: {message: m}}]}\n"
+    )
     assert problem_lines([Path("a.yaml"), Path("b.yaml")]) == (
         "b.yaml:3: rules[0].name: duplicate rule name 'page' (first at a.yaml:2)"
     )

@@ -316,8 +316,10 @@ def test_a_bad_budget_stops_loading(tmp_path: Path) -> None:
 
 def test_the_schema_offers_budget_rules() -> None:
     schema = rule_file_schema(ACTIONS)
-    kinds = [item["$ref"] for item in schema["properties"]["rules"]["items"]["anyOf"]]
-    assert "#/$defs/BudgetRuleModel" in kinds
+    # The kind is picked by key: a rule with `budget` is a budget rule.
+    kinds = schema["properties"]["rules"]["items"]["else"]
+    assert kinds["if"]["required"] == ["budget"]
+    assert kinds["then"] == {"$ref": "#/$defs/BudgetRuleModel"}
     rule = schema["$defs"]["BudgetRuleModel"]
     assert rule["title"] == "BudgetRule"
     assert rule["required"] == ["name", "budget"]

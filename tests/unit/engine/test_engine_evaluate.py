@@ -275,7 +275,7 @@ def test_run_options_by_rule_name(tmp_path: Path) -> None:
         tmp_path,
         """\
   - name: r
-    on: x
+    on: seeweb.log
     concurrency: parallel
     max_running: 3
     timeout: 2m

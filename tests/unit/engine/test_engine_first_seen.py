@@ -81,7 +81,9 @@ def test_the_loader_compiles_first_seen(tmp_path: Path) -> None:
         ("data.actor", "data.ip_address"),
     )
     assert rule.first_seen.group(login(0)) == "alice|10.0.0.1"
-    plain = load_text(tmp_path, "rules:\n  - {name: r, on: x, do: [{log: {message: m}}]}\n")
+    plain = load_text(
+        tmp_path, "rules:\n  - {name: r, on: seeweb.log, do: [{log: {message: m}}]}\n"
+    )
     assert plain.rules[0].first_seen is None
 
 

@@ -75,7 +75,7 @@ def test_yaml_1_2_scalars_keep_words_and_dates_as_text(tmp_path: Path) -> None:
         tmp_path,
         "rules:\n"
         "  - name: r\n"
-        "    on: x\n"
+        "    on: seeweb.log\n"
         "    match: {data.a: yes, data.b: 2026-11-10, data.c: 010, data.d: 0x1f, data.e: 1.5,"
         " data.f: ~, data.g: on}\n"
         "    do: [{log: {message: NO}}]\n",
@@ -101,10 +101,10 @@ def test_problems_name_file_line_and_field(tmp_path: Path) -> None:
     text = """\
 rules:
   - name: ok
-    on: x
+    on: seeweb.log
     do: [{log: {message: hi}}]
   - name: bad
-    on: x
+    on: seeweb.log
     mode: loud
     throttle:
       once_within: soon
@@ -145,17 +145,17 @@ def test_a_missing_field_points_at_its_mapping(tmp_path: Path) -> None:
 def test_when_errors_point_into_the_expression(tmp_path: Path) -> None:
     text = """\
 rules:
-  - {name: a, on: x, do: [{log: {message: m}}], when: event.data.x == nope}
-  - {name: b, on: x, do: [{log: {message: m}}], when: 'event.data.x == nope'}
-  - {name: c, on: x, do: [{log: {message: m}}], when: "event.data.x == nope"}
+  - {name: a, on: seeweb.log, do: [{log: {message: m}}], when: event.data.x == nope}
+  - {name: b, on: seeweb.log, do: [{log: {message: m}}], when: 'event.data.x == nope'}
+  - {name: c, on: seeweb.log, do: [{log: {message: m}}], when: "event.data.x == nope"}
   - name: d
-    on: x
+    on: seeweb.log
     do: [{log: {message: m}}]
     when: |
       event.data.x == 1 &&
         nope
   - name: e
-    on: x
+    on: seeweb.log
     do: [{log: {message: m}}]
     when: >
       event.data.x == 1 &&
@@ -164,7 +164,7 @@ rules:
     undeclared = "undeclared reference to 'nope' (in container '')"
     lines = text.splitlines()
     where = [(number, lines[number - 1].index("nope") + 1) for number in (2, 3, 4, 10, 16)]
-    assert where == [(2, 71), (3, 72), (4, 72), (10, 9), (16, 7)]
+    assert where == [(2, 80), (3, 81), (4, 81), (10, 9), (16, 7)]
     assert check_text(tmp_path, text) == [
         f"rules.yaml:{line}: rules[{index}].when: {undeclared} (column {column})"
         for index, (line, column) in enumerate(where)
@@ -175,7 +175,7 @@ def test_when_is_limited_to_4096_characters(tmp_path: Path) -> None:
     condition = " || ".join(['event.data.x == "a"'] * 250)
     assert len(condition) > 4096
     text = (
-        f"rules:\n  - name: r\n    on: x\n    when: '{condition}'\n"
+        f"rules:\n  - name: r\n    on: seeweb.log\n    when: '{condition}'\n"
         "    do: [{log: {message: m}}]\n"
     )
     assert check_text(tmp_path, text) == [
@@ -184,10 +184,12 @@ def test_when_is_limited_to_4096_characters(tmp_path: Path) -> None:
 
 
 def test_names_must_be_unique_across_files(tmp_path: Path) -> None:
-    (tmp_path / "a.yaml").write_text("rules:\n  - {name: r, on: x, do: [{log: {message: m}}]}\n")
+    (tmp_path / "a.yaml").write_text(
+        "rules:\n  - {name: r, on: seeweb.log, do: [{log: {message: m}}]}\n"
+    )
     (tmp_path / "b.yaml").write_text(
-        "rules:\n  - {name: s, on: x, do: [{log: {message: m}}]}\n"
-        "  - {name: r, on: y, do: [{log: {message: m}}]}\n"
+        "rules:\n  - {name: s, on: seeweb.log, do: [{log: {message: m}}]}\n"
+        "  - {name: r, on: seeweb.log, do: [{log: {message: m}}]}\n"
     )
     problems = check_rules([tmp_path / "a.yaml", tmp_path / "b.yaml"], ACTIONS)
     assert [str(problem) for problem in problems] == [
@@ -232,7 +234,9 @@ def test_folders_load_their_yaml_files_sorted_and_not_recursively(tmp_path: Path
         path = tmp_path / name
         path.parent.mkdir(exist_ok=True)
         rule = name.replace(".", "-").replace("/", "-").strip("-")
-        path.write_text(f"rules:\n  - {{name: {rule}, on: x, do: [{{log: {{message: m}}}}]}}\n")
+        path.write_text(
+            f"rules:\n  - {{name: {rule}, on: seeweb.log, do: [{{log: {{message: m}}}}]}}\n"
+        )
     rules = load_rules([tmp_path, tmp_path / "a.yaml"], ACTIONS)
     assert [rule.name for rule in rules.rules] == ["a-yaml", "b-yml"]
     assert rules.files == (str(tmp_path / "a.yaml"), str(tmp_path / "b.yml"))
@@ -247,7 +251,7 @@ def test_a_missing_path_is_a_problem(tmp_path: Path) -> None:
 
 def test_rule_error_lists_every_problem(tmp_path: Path) -> None:
     with pytest.raises(RuleError) as caught:
-        load_text(tmp_path, "rules:\n  - name: 5\n    on: x\n    do: []\n")
+        load_text(tmp_path, "rules:\n  - name: 5\n    on: seeweb.log\n    do: []\n")
     error = caught.value
     assert isinstance(error, ConfigError)
     assert error.problems == [

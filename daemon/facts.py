@@ -60,15 +60,21 @@ class CpuWindow:
         self.max_age = max_age
         self._samples: deque[CpuSample] = deque(maxlen=max_samples)
 
+    def prune(self) -> None:
+        """Drop the samples older than `max_age` before the newest one."""
+        if not self._samples:
+            return
+        horizon = self._samples[-1].time - self.max_age
+        while self._samples and self._samples[0].time < horizon:
+            self._samples.popleft()
+
     def add(self, sample: CpuSample) -> bool:
         """Append a sample newer than the last one; return False for one already held."""
         # A poll that failed after reading samples is repeated: the same samples come again.
         if self._samples and sample.time <= self._samples[-1].time:
             return False
         self._samples.append(sample)
-        horizon = sample.time - self.max_age
-        while self._samples and self._samples[0].time < horizon:
-            self._samples.popleft()
+        self.prune()
         return True
 
     @property
@@ -187,6 +193,13 @@ class Facts:
             self.cpu.pop(key, None)
         self.servers.update(current)
         return gone
+
+    def keep_cpu_for(self, window: timedelta) -> None:
+        """Keep each server's CPU samples this far back from its newest, and no further."""
+        self.cpu_window = window
+        for samples in self.cpu.values():
+            samples.max_age = window
+            samples.prune()
 
     def add_cpu(self, provider: str, server: str, sample: CpuSample) -> bool:
         """Add a CPU sample to a server's window; return False for one already held."""

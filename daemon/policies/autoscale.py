@@ -147,8 +147,9 @@ class AutoscalePolicy:
         return any(rule.provider == "seeweb" and rule.enabled for rule in self._rules)
 
     def replace_rules(self, rules: RuleSet) -> None:
-        """Use the autoscale rules of a new rule set."""
+        """Use the autoscale rules of a new rule set, and keep the CPU history they read."""
         self._rules = rules.autoscale
+        self._facts.keep_cpu_for(cpu_history_needed(self._rules))
         names = {rule.name for rule in self._rules}
         for key in [key for key in self.verdicts if key[0] not in names]:
             del self.verdicts[key]
@@ -410,6 +411,24 @@ def _held(verdict: Verdict, reason: str) -> Verdict:
     return Verdict(
         verdict.current, verdict.current, "hold", reason, verdict.cpu_percent, verdict.wanted
     )
+
+
+#: CPU history kept beyond the longest `for`: the sample before a run began (held_since reads
+#: it), a late poll, and the status line's view of the last hour.
+CPU_HISTORY_MARGIN = timedelta(hours=1)
+
+
+def cpu_history_needed(rules: Iterable[AutoscaleRule]) -> timedelta:
+    """Return how far back the autoscale rules read a server's CPU samples.
+
+    Only that is kept: a day of five-minute samples for 10,000 servers would be 2.9 million
+    objects nobody reads.
+    """
+    longest = max(
+        (max(rule.spec.up.for_s, rule.spec.down.for_s) for rule in rules if rule.enabled),
+        default=0.0,
+    )
+    return timedelta(seconds=longest) + CPU_HISTORY_MARGIN
 
 
 def _event(

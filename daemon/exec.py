@@ -27,8 +27,9 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from daemon.actions import action_params_models, default_registry
+from daemon.actions.base import ActionContext
 from daemon.actions.runner import EXEC_RULE, DefaultRunOptions, Runner
-from daemon.actions.server import ServerAction, ServerParams
+from daemon.actions.server import ActionError, ServerAction, ServerParams
 from daemon.app import build_clients
 from daemon.clock import Clock
 from daemon.config import Config
@@ -42,6 +43,7 @@ from daemon.observability.logging import get_logger
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Problems
 from daemon.policies.guard import GuardAlerts, SnapshotGuard, guard_alert_key
+from daemon.providers.errors import NotFoundError, ProviderError
 from daemon.state import SqliteStore
 from daemon.state.lock import file_lock
 from daemon.state.store import LedgerEntry, LedgerState, StateError, Store
@@ -287,16 +289,37 @@ class _Exec:
     async def _plan(
         self, store: Store, runner: Runner, guard: SnapshotGuard, action: ServerAction
     ) -> int:
-        """Say what the guard would do, record the decision as dry_run, and call nothing."""
-        plan = guard.plan(action, self.params.get("snapshot"), self.params["provider"])
-        if plan.startswith("abort:"):
-            plan += " (pass --no-snapshot to act without one)"
-        open_entry = await self._open_entry(store)
+        """Read what the run would meet and say what the guard would do; change nothing.
+
+        The provider is read (the server exists, its state, whether the change already holds,
+        the size its platform allows), never written. The exit code is the real run's: 1 when
+        it would fail or the guard would abort it. The decision is recorded as dry_run.
+        """
         decision = self._decision(Mode.DRY_RUN)
+        ctx = ActionContext(decision, self.clock, self.log, EXEC_TIMEOUT_S)
+        try:
+            found = await action.preflight(ctx)
+        except NotFoundError as exc:
+            self._fail(f"{self.name}: dry run: would fail: no such server ({exc})")
+            return EXIT_FAILURE
+        except (ActionError, ProviderError) as exc:
+            self._fail(f"{self.name}: dry run: would fail: {exc}")
+            return EXIT_FAILURE
+        open_entry = await self._open_entry(store)
         await self._record(store, decision)
         runner.submit([decision])
         if open_entry is not None:
             self._say(f"{self.name}: an unfinished exec {self._since(open_entry)} would be resumed")
+        self._say(f"{self.name}: dry run: {found}")
+        if found.endswith("nothing to do"):
+            self._say(f"{self.name}: dry run: no snapshot either; nothing was done")
+            return EXIT_OK
+        plan = guard.plan(action, self.params.get("snapshot"), self.params["provider"])
+        if plan.startswith("abort:"):
+            self._fail(
+                f"{self.name}: dry run: would {plan} (pass --no-snapshot to act without one)"
+            )
+            return EXIT_FAILURE
         self._say(f"{self.name}: dry run: {plan}; nothing was done")
         return EXIT_OK
 

@@ -223,6 +223,28 @@ class ServerAction:
         """Return the change in words, e.g. `powered off`."""
         return self.name
 
+    async def preflight(self, ctx: ActionContext) -> str:
+        """Read, and never change, what a real run would meet; return it in words.
+
+        Raise ActionError or ProviderError (the server does not exist, the size is not one the
+        platform allows, ...) when the real run would fail, saying why.
+        """
+        target = await self.target(ctx)
+        state = await self.describe(target)
+        if await self.effect_holds(ctx, target):
+            return f"{target.name} ({state}) is already {self.effect_words(ctx)}: nothing to do"
+        return f"{target.name} ({state}) would be {self.effect_words(ctx)}"
+
+    async def describe(self, target: Target) -> str:
+        """Return the server's state as the provider shows it (and that it exists)."""
+        if target.provider == "seeweb":
+            status = await self.clients.need_seeweb().server_status(target.id)
+            return f"seeweb, {status.current_status.lower() or 'state unknown'}"
+        details = await self.clients.need_glesys().server_details(target.id)
+        running = {True: "running", False: "stopped", None: "state unknown"}[details.is_running]
+        locked = ", locked by a change under way" if details.is_locked else ""
+        return f"glesys {target.id}, {running}, {details.cpucores} cores{locked}"
+
 
 class _PowerAction(ServerAction):
     """Power a Seeweb server off or on."""
@@ -309,6 +331,27 @@ class SetCoresAction(ServerAction):
         details = await self._unlocked(ctx, target)
         if details.runs_with(cores):
             return f"{target.name}: already running with {cores} cores"
+        await self._check_size(target, details, cores)
+        await glesys.set_cores(target.id, cores)
+        # The answer still shows the old cores: Glesys applies the new ones as it reboots.
+        return f"{target.name}: cpucores {cores} requested"
+
+    async def preflight(self, ctx: ActionContext) -> str:
+        """Say what a resize would meet; raise when the size is not one the platform allows."""
+        said = await super().preflight(ctx)
+        if said.endswith("nothing to do"):
+            return said
+        target = await self.target(ctx)
+        cores = self._cores(ctx)
+        details = await self.clients.need_glesys().server_details(target.id)
+        await self._check_size(target, details, cores)
+        if details.is_locked:
+            said += f" once the change under way ends (the run waits up to {ctx.timeout_s:g} s)"
+        return said + "; Glesys reboots it to apply them"
+
+    async def _check_size(self, target: Target, details: GlesysServer, cores: int) -> None:
+        """Raise ActionError unless the server's platform allows `cores` (when Glesys says)."""
+        glesys = self.clients.need_glesys()
         allowed = (await glesys.allowed_arguments(target.id)).cores_for(details.platform)
         if allowed and cores not in allowed:
             raise ActionError(
@@ -316,9 +359,6 @@ class SetCoresAction(ServerAction):
                 f"({details.platform}) allows; server/allowedarguments lists "
                 f"{', '.join(map(str, allowed))}"
             )
-        await glesys.set_cores(target.id, cores)
-        # The answer still shows the old cores: Glesys applies the new ones as it reboots.
-        return f"{target.name}: cpucores {cores} requested"
 
     async def _unlocked(self, ctx: ActionContext, target: Target) -> GlesysServer:
         """Return the server's details once no change is under way, within the timeout."""
@@ -392,6 +432,10 @@ class SnapshotAction(ServerAction):
     async def reconcile(self, ctx: ActionContext) -> Outcome | None:
         """Run again: `run` finds a snapshot taken before the crash by its notes."""
         return None
+
+    def effect_words(self, ctx: ActionContext) -> str:
+        """Return `snapshotted`."""
+        return "snapshotted"
 
     async def effect_holds(self, ctx: ActionContext, target: Target) -> bool:
         """Return whether a completed snapshot carries this decision's tag."""

@@ -191,15 +191,70 @@ async def test_a_failed_snapshot_aborts_the_power_off(sim: Sim) -> None:
     assert outbox(sim) == ["ops"]
 
 
-async def test_dry_run_calls_nothing_that_changes_the_cloud(sim: Sim) -> None:
+async def test_dry_run_reads_the_server_and_calls_nothing_that_changes_the_cloud(
+    sim: Sim,
+) -> None:
     result = await run_exec(sim, "power_off", SERVER, "--dry-run")
 
     assert result.code == 0, result.err
-    assert result.out.startswith(f"power_off {SERVER}: dry run: snapshot first"), result.out
+    assert result.out.splitlines() == [
+        f"power_off {SERVER}: dry run: {SERVER} (seeweb, running) would be powered off",
+        f"power_off {SERVER}: dry run: snapshot first (wait up to 600 s), then power_off, "
+        "check it within 300 s, keep 3 snapshots; nothing was done",
+    ]
     served = await sim.requests()
     assert [r for r in served if r["method"] in MUTATING] == []
+    assert [r["path"] for r in served] == [f"/ecs/v2/servers/{SERVER}/status"] * 2
     [(_key, state, _detail)] = ledger(sim)
     assert state == "dry_run"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "said"),
+    [
+        (
+            ("power_off", "ec999999"),
+            1,
+            "power_off ec999999: dry run: would fail: no such server (seeweb GET "
+            "/ecs/v2/servers/ec999999/status: not found (HTTP 404",
+        ),
+        (
+            ("power_off", "ec200007"),
+            0,
+            "power_off ec200007: dry run: ec200007 (seeweb, shutoff) is already powered off: "
+            "nothing to do",
+        ),
+        (
+            ("set_cores", "web-glesys-1", "--provider", "glesys", "--cores", "4"),
+            1,
+            "set_cores web-glesys-1: dry run: would abort: glesys takes no snapshots and the "
+            "rule does not say snapshot: none (pass --no-snapshot to act without one)",
+        ),
+        (
+            ("set_cores", "web-glesys-1", "--provider", "glesys", "--cores", "7", "--no-snapshot"),
+            1,
+            "set_cores web-glesys-1: dry run: would fail: web-glesys-1: 7 cores is not a size "
+            "its platform (KVM) allows",
+        ),
+    ],
+    ids=["no-such-server", "already-off", "guard-aborts", "size-not-allowed"],
+)
+async def test_dry_run_exits_as_the_real_run_would_saying_why(
+    sim: Sim, args: tuple[str, ...], code: int, said: str
+) -> None:
+    result = await run_exec(sim, *args, "--dry-run")
+
+    assert result.code == code, result.out + result.err
+    assert said in result.out + result.err
+    assert "Traceback" not in result.err
+    served = await sim.requests()
+    assert [r for r in served if r["method"] in MUTATING and "/glesys/" not in r["path"]] == []
+    # Glesys reads are POSTs: only reads were sent.
+    assert {r["path"] for r in served if "/glesys/" in r["path"]} <= {
+        "/glesys/server/list",
+        "/glesys/server/details",
+        "/glesys/server/allowedarguments",
+    }
 
 
 async def test_an_exec_killed_mid_snapshot_resumes_without_doing_anything_twice(

@@ -97,6 +97,17 @@ def held_since(
     return first.time - min(first.time - before.time, MAX_SAMPLE_COVER)
 
 
+def _elapsed(seconds: float) -> str:
+    """Return a time run so far as people say it: `40s`, `4m`, `1h05m` (rounded down)."""
+    whole = int(max(seconds, 0))
+    if whole < 60:
+        return f"{whole}s"
+    hours, minutes = divmod(whole // 60, 60)
+    if not hours:
+        return f"{minutes}m"
+    return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
+
+
 def _fmt(seconds: float) -> str:
     for unit, size in (("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
@@ -156,10 +167,22 @@ def decide(
         direction = "up"
         wanted = current + up.step
         why = f"CPU above {up.percent:g}% for {_fmt(up.for_s)} (now {cpu:g}% of {current} cores)"
+    elif since is not None:
+        # A run under way, not yet as long as `for`: say how far along it is.
+        held = _elapsed((now - since).total_seconds())
+        return hold(
+            f"CPU {cpu:g}% of {current} cores: above {up.percent:g}% for {held} of {_fmt(up.for_s)}"
+        )
     else:
         since = held_since(samples, current, lambda pct: pct < down.percent)
-        if since is None or (now - since).total_seconds() < down.for_s:
+        if since is None:
             return hold(f"CPU {cpu:g}% of {current} cores: within thresholds")
+        if (now - since).total_seconds() < down.for_s:
+            held = _elapsed((now - since).total_seconds())
+            return hold(
+                f"CPU {cpu:g}% of {current} cores: below {down.percent:g}% for {held} "
+                f"of {_fmt(down.for_s)}"
+            )
         direction = "down"
         wanted = current - down.step
         why = (

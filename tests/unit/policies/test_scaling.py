@@ -359,3 +359,18 @@ def test_down_ignores_the_busy_sample_before_the_cool_stretch() -> None:
     verdict = run(spec(up=75, down=40, down_for=1800), samples, 3)
     # Over the 30+ minutes below 40%, 2 cores would have run at 30%: scale down.
     assert (verdict.direction, verdict.target) == ("down", 2)
+
+
+@pytest.mark.parametrize(
+    ("percents", "reason"),
+    [
+        # A run above `up` that started between the 60% sample and the first 100% one.
+        ([60, 60, 100], "CPU 100% of 2 cores: above 75% for 5m of 10m"),
+        ([60, 30, 30, 30], "CPU 30% of 2 cores: below 40% for 15m of 30m"),
+        ([60, 60, 60], "CPU 60% of 2 cores: within thresholds"),
+    ],
+    ids=["up-run-under-way", "down-run-under-way", "between"],
+)
+def test_a_hold_says_how_far_a_run_has_got(percents: list[float], reason: str) -> None:
+    verdict = run(spec(), series(percents, cores=2), 2)
+    assert (verdict.direction, verdict.reason) == ("hold", reason)

@@ -133,6 +133,7 @@ class Daemon:
         self._scheduler: PollScheduler | None = None
         self._http_port: int | None = None
         self._last_prune = float("-inf")
+        self._status_sent: str | None = None
         self._plans_read = float("-inf")
         self._clients: ServerClients | None = None
         self.problems = Problems(metrics=self.metrics, clock=clock, log=self.log)
@@ -549,6 +550,29 @@ class Daemon:
             "problems": self.problems.as_dict(),
         }
 
+    def status_line(self) -> str:
+        """Return the line `systemctl status` shows: sources up, alerts firing, the last poll."""
+        jobs = list(self._scheduler.jobs.values()) if self._scheduler is not None else []
+        up = sum(1 for job in jobs if job.polled_once and not job.failing)
+        failing = sorted(job.name for job in jobs if job.failing)
+        sources = f"{up}/{len(jobs)} sources up"
+        if failing:
+            sources += f" ({', '.join(failing)} failing)"
+        firing = round(
+            sum(s.value for m in self.metrics.alerts_firing.collect() for s in m.samples)
+        )
+        last = max(self.facts.polled_at.values(), default=None)
+        polled = f"last poll {last:%H:%M} UTC" if last is not None else "no poll yet"
+        return f"{sources}, {firing} alert{'' if firing == 1 else 's'} firing, {polled}"
+
+    def report_status(self) -> bool:
+        """Send the status line to systemd if it changed since the last one; return if sent."""
+        line = self.status_line()
+        if line == self._status_sent:
+            return False
+        self._status_sent = line
+        return self.notifier.status(line)
+
     # --- building --------------------------------------------------------------------------------
 
     def _job(self, source: Source) -> SourceJob:
@@ -737,11 +761,14 @@ async def run(
         daemon.start_polling()
         notifier.ready()
         watchdog = loop.create_task(_watchdog(daemon, notifier))
+        status = loop.create_task(_status(daemon))
         await stop.wait()
         notifier.stopping()
-        watchdog.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watchdog
+        notifier.status("stopping")
+        for ticker in (watchdog, status):
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
         for task in list(reloads):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -750,6 +777,19 @@ async def run(
             loop.remove_signal_handler(signum)
         await daemon.stop()
     return 0
+
+
+STATUS_EVERY_S = 5.0
+
+
+async def _status(daemon: Daemon) -> None:
+    """Keep systemd's status line current: sent when it changes, looked at every few seconds."""
+    if not daemon.notifier.enabled:
+        return
+    while True:
+        daemon.report_status()
+        # Real time, as for the watchdog: the line is for a person running systemctl status.
+        await asyncio.sleep(STATUS_EVERY_S)
 
 
 async def _watchdog(daemon: Daemon, notifier: SystemdNotifier) -> None:

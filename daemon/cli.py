@@ -17,6 +17,17 @@ EXIT_USAGE = 2
 EXIT_CONFIG = 78
 
 
+def _listen(text: str) -> str:
+    """Check a --listen value as argparse reads options: a bad one is a usage error (2)."""
+    from daemon.net import Listen
+
+    try:
+        Listen.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cloudpilot", description="Automation daemon for the Seeweb cloud."
@@ -40,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the daemon (systemd Type=notify)")
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="the TOML config")
     run.add_argument(
-        "--listen", help="HOST:PORT for /metrics, /healthz, /readyz (overrides [http])"
+        "--listen",
+        type=_listen,
+        help="HOST:PORT for /metrics, /healthz, /readyz and /status (overrides [http])",
     )
 
     check = commands.add_parser("check", help="validate the config and rule files; exit 0 or 1")
@@ -186,10 +199,10 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging()
     try:
         config = load_config(args.config)
-        listen = Listen.parse(args.listen) if args.listen else None
-    except (ConfigError, ValueError) as exc:
+    except ConfigError as exc:
         print(f"cloudpilot run: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    listen = Listen.parse(args.listen) if args.listen else None
     try:
         return asyncio.run(run(config, clock=SystemClock(), listen=listen))
     except ConfigError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from daemon.errors import CloudpilotError
 from daemon.observability.metrics import Metrics
 
 DEFAULT_HOST = "127.0.0.1"
@@ -97,6 +99,24 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, default=str, indent=2, sort_keys=True)
 
 
+class ListenError(CloudpilotError, OSError):
+    """The HTTP endpoint could not listen where it was told to."""
+
+
+def _bind_reason(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            "the port is already in use (another cloudpilot, or another program); choose "
+            "another with [http] listen or --listen"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "this machine has no such address"
+    if exc.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need privileges)"
+    text = exc.strerror or str(exc)
+    return text.rsplit(": ", 1)[-1] if "attempting to bind" in text else text
+
+
 async def start_http(
     app: web.Application, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
 ) -> tuple[web.AppRunner, int]:
@@ -107,6 +127,13 @@ async def start_http(
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        reason = _bind_reason(exc)
+        raise ListenError(
+            f"cannot listen on {where} for /metrics, /healthz, /readyz and /status: {reason}"
+        ) from None
     except BaseException:
         await runner.cleanup()
         raise

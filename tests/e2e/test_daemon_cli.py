@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -151,6 +152,34 @@ def test_schema_prints_the_json_schema_of_rule_files() -> None:
     schema = json.loads(result.stdout)
     assert "rules" in schema["properties"]
     assert "webhook" in result.stdout and "log" in result.stdout
+
+
+def test_run_with_a_bad_listen_option_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "cloudpilot.toml").write_text("rules = []\n")
+    result = cloudpilot(
+        "run", "--config", str(tmp_path / "cloudpilot.toml"), "--listen", "nonsense"
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "cloudpilot run: error: argument --listen: expected HOST:PORT, got 'nonsense'"
+    )
+
+
+def test_run_on_a_port_in_use_exits_1_naming_the_port(tmp_path: Path) -> None:
+    (tmp_path / "cloudpilot.toml").write_text('rules = []\n[state]\npath = "state.db"\n')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cloudpilot(
+            "run", "--config", str(tmp_path / "cloudpilot.toml"), "--listen", f"127.0.0.1:{port}"
+        )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"cloudpilot run: cannot listen on 127.0.0.1:{port} for /metrics, /healthz, /readyz and "
+        "/status: the port is already in use (another cloudpilot, or another program); choose "
+        "another with [http] listen or --listen"
+    )
 
 
 def test_run_exits_78_on_a_config_error(tmp_path: Path) -> None:

@@ -2,8 +2,9 @@
 
 `cloudpilot check` reads this to refuse a rule that could never fire (`on:` a type no source
 emits) or a template field that can never exist (`{{ event.dta.type }}`), with a did-you-mean;
-`cloudpilot schema` lists the types for editors. A test runs every source against the simulator
-and holds what they emit to this catalogue, so it cannot drift from the code.
+`cloudpilot schema` lists the types for editors. It is plain data, so the rule model can read
+it without importing the providers; a test runs every source against the simulator and holds
+what they emit to it, so it cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import fnmatch
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-from daemon.providers.records import GpuEvent, LogEntry
 
 #: What every event has, whatever its type (`event.<field>` in templates and CEL).
 EVENT_FIELDS = ("type", "key", "time", "resource", "data")
@@ -33,6 +32,39 @@ _ACTION = (
 )
 _POD = ("uuid", "cluster", "name", "status", "runtime_class")
 _BILL = ("month", "total", "previous_total", "billed_until")
+_LOG = (  # an audit-log line's fields (providers.records.LogEntry)
+    "id",
+    "actor",
+    "action",
+    "severity",
+    "status",
+    "target_type",
+    "target",
+    "created_at",
+    "ip_address",
+    "user_agent",
+    "url",
+    "location",
+    "result_type",
+    "result",
+    "description",
+    "extra_data",
+)
+_GPU_EVENT = (  # a pod event's fields (providers.records.GpuEvent)
+    "id",
+    "pod",
+    "cluster",
+    "uuid",
+    "user",
+    "date",
+    "runtime_class",
+    "local_reference_namespace",
+    "local_reference_name",
+    "remote_reference_namespace",
+    "remote_reference_name",
+    "event_epoch",
+    "event_type",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +88,14 @@ SOURCE_EVENTS: tuple[EventType, ...] = (
     EventType(
         "seeweb.action.stuck", (*_ACTION, "in_progress_s"), "a Seeweb action still runs late"
     ),
-    EventType("seeweb.log", tuple(LogEntry.model_fields), "a line of the Seeweb audit log"),
+    EventType("seeweb.log", _LOG, "a line of the Seeweb audit log"),
     EventType("seeweb.server.cpu", ("server", "cpu_percent", "cores"), "a Seeweb CPU sample"),
     EventType(
         "glesys.server.cpu", ("server", "serverid", "cpu_percent", "cores"), "a Glesys CPU sample"
     ),
     EventType(
         "k8sgpu.event.*",
-        tuple(GpuEvent.model_fields),
+        _GPU_EVENT,
         "a Serverless GPU pod event; the last part is its kind (started, terminated, ...)",
     ),
     EventType("k8sgpu.pod.failed", _POD, "a GPU pod failed"),

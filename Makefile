@@ -38,6 +38,7 @@ bench: $(BIN)/cloudpilot
 	$(BIN)/python -m bench.listing
 	$(BIN)/python -m bench.engine
 	$(BIN)/python -m bench.daemon
+	$(BIN)/python -m bench.cpu_history
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

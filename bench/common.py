@@ -45,3 +45,37 @@ async def running_simulator(
             except TimeoutError:
                 process.kill()
                 await process.wait()
+
+
+def write_seeweb_config(folder: Path, url: str, rules: str, tail: str) -> Path:
+    """Write `folder/cloudpilot.toml` for a daemon on the simulator at `url`, and its files.
+
+    `rules` goes to `rules/rules.yaml`, the ECS token to `seeweb-token`; `tail` is TOML added
+    after the `[seeweb]` section: the `[poll]` intervals, notifiers and anything else.
+    """
+    (folder / "rules").mkdir()
+    (folder / "rules" / "rules.yaml").write_text(rules)
+    (folder / "seeweb-token").write_text("simulator-token\n")
+    config = folder / "cloudpilot.toml"
+    config.write_text(
+        f"""\
+rules = ["rules/"]
+[http]
+listen = "127.0.0.1:0"
+[state]
+path = "state.db"
+[seeweb]
+url = "{url}"
+token_file = "seeweb-token"
+{tail}"""
+    )
+    return config
+
+
+async def start_daemon(config: Path, log: Path) -> asyncio.subprocess.Process:
+    """Start `cloudpilot run --config CONFIG` in the config's folder, its output to `log`."""
+    with log.open("ab") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "daemon", "run", "--config", str(config),
+            cwd=config.parent, stdout=out, stderr=out,
+        )  # fmt: skip

@@ -25,6 +25,7 @@ import structlog
 from daemon.clock import Clock
 from daemon.notify.model import AlertStatus, Delivery, Notification, Sender, SendResult, Verdict
 from daemon.observability.metrics import Metrics
+from daemon.retry import backoff_delay
 from daemon.state.store import Store
 
 Logger = structlog.typing.FilteringBoundLogger
@@ -278,8 +279,8 @@ class Dispatcher:
         return result
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
-        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2.0 ** min(attempts, 20))
-        delay *= self._rng.uniform(0.8, 1.2)
+        # `attempts` counts the tries before this one: the first failure waits BACKOFF_FIRST_S.
+        delay = backoff_delay(attempts + 1, first=BACKOFF_FIRST_S, cap=BACKOFF_MAX_S, rng=self._rng)
         if retry_after is not None:
             delay = max(delay, min(retry_after, RETRY_AFTER_MAX_S))
         return delay

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
@@ -26,6 +24,7 @@ from daemon import __version__
 from daemon.actions.urls import UnsafeUrlError, check_url, describe, parse_address, resolve_checked
 from daemon.clock import Clock
 from daemon.notify.model import SendResult, Verdict, verdict_for_status
+from daemon.retry import parse_retry_after
 
 if TYPE_CHECKING:
     # Only for types: the config checks URLs with daemon.actions.urls, which leads back here.
@@ -142,23 +141,9 @@ def failure_detail(exc: BaseException, url: URL, timeout_s: float) -> str:
 
 
 def retry_after_s(value: str | None, now: datetime) -> float | None:
-    """Return the wait a Retry-After header asks for (seconds or an HTTP date), if it is valid."""
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - now).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+    """Return the wait a receiver's Retry-After asks for, at most MAX_RETRY_AFTER_S."""
+    seconds = parse_retry_after(value, now)
+    return None if seconds is None else min(seconds, MAX_RETRY_AFTER_S)
 
 
 def judge_answer(answer: HttpAnswer, where: str, now: datetime, reason: str = "") -> SendResult:

@@ -12,7 +12,6 @@ import json
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Annotated, Any, ClassVar, Protocol, TypeVar
 from urllib.parse import quote
 
@@ -34,6 +33,7 @@ from daemon.providers.errors import (
     ServerError,
 )
 from daemon.providers.records import ItemProblem, Record, RecordError, parse_record, raw_ids
+from daemon.retry import backoff_delay, parse_retry_after
 
 RecordT = TypeVar("RecordT", bound=BaseModel)
 
@@ -325,26 +325,6 @@ class Call:
     method: str
     endpoint: str
     path: str
-
-
-def parse_retry_after(value: str | None, clock: Clock) -> float | None:
-    """Return the seconds a Retry-After header asks for (delta-seconds or an HTTP date)."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            return None
-        seconds = (when - clock.now()).total_seconds()
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, seconds)
 
 
 def _size_text(size: int) -> str:
@@ -641,7 +621,7 @@ class HttpProvider:
             return ConflictError(*where, f"conflict ({detail})", status=status), False, None
         retry_after = None
         if status == 429 or status >= 500:
-            retry_after = parse_retry_after(reply.retry_after, self._clock)
+            retry_after = parse_retry_after(reply.retry_after, self._clock.now())
         if status == 429:
             error: ProviderError = RateLimitedError(
                 *where, f"rate limited ({detail})", retry_after=retry_after
@@ -657,11 +637,11 @@ class HttpProvider:
         return BadResponseError(*where, f"unexpected status {status}"), False, None
 
     def _backoff(self, attempt: int) -> float:
-        """Return a capped exponential delay with equal jitter for the given attempt."""
-        ceiling = min(
-            self._settings.backoff_cap, self._settings.backoff_base * 2.0 ** (attempt - 1)
+        """Return the wait after the given failed attempt: capped exponential, equal jitter."""
+        settings = self._settings
+        return backoff_delay(
+            attempt, first=settings.backoff_base, cap=settings.backoff_cap, rng=self._rng
         )
-        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
 
     # --- decoding --------------------------------------------------------------------------------
 

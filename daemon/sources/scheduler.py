@@ -20,6 +20,7 @@ from daemon.facts import Facts
 from daemon.models import Event
 from daemon.observability.metrics import Metrics
 from daemon.providers.errors import RateLimitedError, ServerError
+from daemon.retry import backoff_delay
 from daemon.sources.base import Source
 from daemon.state.store import Cursor
 
@@ -165,9 +166,7 @@ class SourceJob:
 
     def backoff(self, failures: int, retry_after: float | None = None) -> float:
         """Return how long to wait after `failures` failures in a row, jittered and capped."""
-        ceiling = min(self.max_backoff, self.interval * 2.0 ** min(failures - 1, 32))
-        # Equal jitter: at least half the delay, so that back-off still backs off.
-        delay = ceiling * (0.5 + 0.5 * self._rng.random())
+        delay = backoff_delay(failures, first=self.interval, cap=self.max_backoff, rng=self._rng)
         if retry_after is not None:
             # The provider said when to come back: not sooner, whatever the interval (a day at
             # most, so a wrong header cannot silence a source for good).

@@ -141,10 +141,11 @@ async def test_failures_are_retried_with_growing_capped_backoff(rig: Rig) -> Non
         assert await dispatcher.pump("oncall") == pytest.approx(delay, abs=0.01)
         rig.clock.advance(delay)
     assert len(sender.sent) == 12
-    assert 0.8 <= delays[0] <= 1.2
-    assert 1.6 <= delays[1] <= 2.4
-    assert all(later >= earlier * 0.6 for earlier, later in itertools.pairwise(delays))
-    assert max(delays) <= BACKOFF_MAX_S * 1.2
+    # 1 s, doubling, at most BACKOFF_MAX_S, each drawn from the upper half (equal jitter).
+    assert 0.5 <= delays[0] <= 1.0
+    assert 1.0 <= delays[1] <= 2.0
+    assert all(later >= earlier * 0.5 for earlier, later in itertools.pairwise(delays))
+    assert max(delays) <= BACKOFF_MAX_S
     assert await dispatcher.pump("oncall") is None
     assert len(sender.sent) == 13  # then it went through: nothing was lost
     assert rig.metric("cloudpilot_notifications_total", route="oncall", outcome="retried") == 12
@@ -173,11 +174,13 @@ async def test_a_rejected_delivery_is_dropped_and_counted(rig: Rig) -> None:
 
 async def test_a_delivery_is_given_up_after_its_limit(rig: Rig) -> None:
     sender = FakeSender("oncall", answers=[SendResult(Verdict.RETRY, "HTTP 500")] * 5)
-    dispatcher = rig.make(sender, give_up_after=lambda route: 30.0)
+    dispatcher = rig.make(sender, give_up_after=lambda route: 15.0)
     await rig.enqueue("oncall", notification())
     while (delay := await dispatcher.pump("oncall")) is not None:
         rig.clock.advance(delay)
-    assert len(sender.sent) == 5  # 1 + 2 + 4 + 8 + 16 s > 30 s: the sixth try is not made
+    # Waits of 1, 2, 4 and 8 s at most (15 s): the fifth try is made. Five waits are at least
+    # 0.5 + 1 + 2 + 4 + 8 = 15.5 s: the sixth is not.
+    assert len(sender.sent) == 5
     assert rig.metric("cloudpilot_notifications_total", route="oncall", outcome="expired") == 1
     assert await rig.store.pending_deliveries() == {}
 

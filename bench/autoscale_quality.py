@@ -31,9 +31,10 @@ from pathlib import Path
 
 from bench.traces import STEP, STEPS_PER_DAY, TRACES, times
 from daemon.actions import action_params_models
-from daemon.engine import load_rules
 from daemon.facts import CpuSample
-from daemon.policies.scaling import ScalingSpec, decide
+from daemon.policies.scaling import decide
+from daemon.rules.compiled import ScalingSpec
+from daemon.rules.loader import load_rules
 
 RULE = "glesys-web-autoscale"
 RULES = Path("rules/autoscale.yaml")

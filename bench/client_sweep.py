@@ -19,9 +19,10 @@ import aiohttp
 
 from bench.common import running_simulator
 from daemon.clock import SystemClock
-from daemon.providers.base import ClientSettings, Secret
+from daemon.providers.base import ClientSettings
 from daemon.providers.errors import ProviderError
 from daemon.providers.seeweb import SeewebClient
+from daemon.secret import Secret
 
 
 async def main(servers: int, rate: float, concurrency: int) -> int:

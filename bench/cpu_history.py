@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from daemon.actions import action_params_models
-from daemon.engine import load_rules
 from daemon.facts import CpuSample, Facts
 from daemon.policies.autoscale import cpu_history_needed
+from daemon.rules.loader import load_rules
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 11, 10, tzinfo=UTC)

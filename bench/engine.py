@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from daemon.actions.base import ActionParams
-from daemon.engine import Engine, load_rules
+from daemon.engine import Engine
 from daemon.facts import Facts
 from daemon.models import Event
+from daemon.rules.loader import load_rules
+from daemon.rules.params import ActionParams
 
 
 class LogParams(ActionParams):

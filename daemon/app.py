@@ -21,10 +21,9 @@ from daemon.actions import default_registry
 from daemon.actions.base import ActionRegistry
 from daemon.actions.runner import Runner
 from daemon.actions.server import ServerClients
-from daemon.actions.urls import is_loopback_host
 from daemon.clock import Clock
 from daemon.config import Config
-from daemon.engine import Engine, EngineObserver, RuleSet, load_rules
+from daemon.engine import Engine, EngineObserver
 from daemon.engine.engine import Evaluation
 from daemon.errors import ConfigError
 from daemon.facts import Facts
@@ -44,6 +43,8 @@ from daemon.policies.guard import SnapshotGuard
 from daemon.providers import ClientSettings, GlesysClient, K8sGpuClient, SeewebClient
 from daemon.providers.errors import ProviderError
 from daemon.providers.plans import PlanCatalogue
+from daemon.rules.compiled import RuleSet
+from daemon.rules.loader import load_rules
 from daemon.sources.actions import ActionsSource
 from daemon.sources.base import Source
 from daemon.sources.billing import BillingSource
@@ -55,6 +56,7 @@ from daemon.sources.scheduler import PollScheduler, SourceJob
 from daemon.state import SqliteStore, Store
 from daemon.state.lock import hold_state
 from daemon.state.store import Cursor, LedgerEntry
+from daemon.urls import is_loopback_host
 
 Logger = structlog.typing.FilteringBoundLogger
 

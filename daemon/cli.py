@@ -319,9 +319,9 @@ def _approve(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from daemon.actions import action_params_models
     from daemon.config import load_config
-    from daemon.engine import RuleError, load_rules
     from daemon.errors import ConfigError
     from daemon.notify.alerts import unknown_routes
+    from daemon.rules.loader import RuleError, load_rules
 
     lines: list[str] = []
     paths: list[Path] = list(args.paths)
@@ -354,7 +354,7 @@ def _schema() -> int:
     import json
 
     from daemon.actions import action_params_models
-    from daemon.engine import rule_file_schema
+    from daemon.rules.loader import rule_file_schema
 
     print(json.dumps(rule_file_schema(action_params_models()), indent=2))
     return EXIT_OK

@@ -22,11 +22,11 @@ from pydantic import (
     model_validator,
 )
 
-from daemon.actions.urls import check_url, describe, is_loopback_host
 from daemon.durations import Seconds
 from daemon.errors import ConfigError
 from daemon.net import Listen
-from daemon.providers.base import Secret
+from daemon.secret import Secret
+from daemon.urls import check_url, describe, is_loopback_host
 
 DEFAULT_CONFIG_PATH = Path("/etc/cloudpilot/cloudpilot.toml")
 MAX_SECRET_BYTES = 64 * 1024

@@ -29,11 +29,11 @@ import daemon
 from daemon.actions.runner import EXEC_RULE
 from daemon.app import Daemon
 from daemon.config import load_config
-from daemon.engine import RuleSet
 from daemon.errors import ConfigError
 from daemon.exec import run_exec
 from daemon.net import Listen
 from daemon.observability.logging import configure_logging
+from daemon.rules.compiled import RuleSet
 from daemon.simulator.app import Simulation
 from daemon.simulator.linked import LinkedClock
 from daemon.simulator.scenario import load_shipped_scenario

@@ -33,7 +33,6 @@ from daemon.actions.server import ActionError, ServerAction, ServerParams
 from daemon.app import build_clients
 from daemon.clock import Clock
 from daemon.config import Config
-from daemon.engine import load_rules
 from daemon.errors import ConfigError
 from daemon.facts import Facts
 from daemon.models import Decision, Mode, Outcome
@@ -44,6 +43,7 @@ from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Problems
 from daemon.policies.guard import GuardAlerts, SnapshotGuard, guard_alert_key
 from daemon.providers.errors import NotFoundError, ProviderError
+from daemon.rules.loader import load_rules
 from daemon.state import SqliteStore
 from daemon.state.lock import file_lock
 from daemon.state.store import LedgerEntry, LedgerState, StateError, Store

@@ -15,8 +15,6 @@ from daemon.actions import action_params_models
 from daemon.app import build_clients
 from daemon.clock import Clock
 from daemon.config import Config
-from daemon.engine import RuleSet, load_rules
-from daemon.engine.engine import BudgetRule, BudgetStep
 from daemon.facts import Facts
 from daemon.models import Mode
 from daemon.observability.logging import get_logger
@@ -26,6 +24,8 @@ from daemon.policies.autoscale import AutoscalePolicy
 from daemon.policies.budget import BudgetPolicy, BudgetView, StepView
 from daemon.providers.errors import ProviderError
 from daemon.providers.plans import PlanCatalogue
+from daemon.rules.compiled import BudgetRule, BudgetStep, RuleSet
+from daemon.rules.loader import load_rules
 from daemon.sources.base import Source
 from daemon.sources.billing import BillingSource
 from daemon.sources.glesys import GlesysSource

@@ -9,7 +9,7 @@ import structlog
 from aiohttp.abc import AbstractResolver
 
 from daemon.actions.alert import AlertAction, AlertRaiser
-from daemon.actions.base import Action, ActionParams, ActionRegistry
+from daemon.actions.base import Action, ActionRegistry
 from daemon.actions.log import LogAction
 from daemon.actions.pods import DeletePodAction
 from daemon.actions.server import (
@@ -21,6 +21,7 @@ from daemon.actions.server import (
 )
 from daemon.actions.webhook import WebhookAction
 from daemon.clock import Clock
+from daemon.rules.params import ActionParams
 
 _ACTION_TYPES: tuple[type[Action], ...] = (
     AlertAction,

@@ -17,19 +17,14 @@ from pydantic import (
     model_validator,
 )
 
-from daemon.actions.base import ActionContext, ActionParams
-from daemon.engine.events import (
-    EVENT_FIELDS,
-    data_fields,
-    event_type_schema,
-    suggest,
-    unknown_type,
-)
-from daemon.engine.match import check_path
-from daemon.engine.schema import Duration
+from daemon.actions.base import ActionContext
 from daemon.facts import ServerFact
 from daemon.models import Decision, Outcome
 from daemon.notify.templates import check_template, unknown_fields
+from daemon.rules.events import EVENT_FIELDS, data_fields, event_type_schema, suggest, unknown_type
+from daemon.rules.match import check_path
+from daemon.rules.params import ActionParams
+from daemon.rules.schema import Duration
 
 LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_LABELS = frozenset({"alertname", "severity", "resource"})

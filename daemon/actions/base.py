@@ -4,32 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import ClassVar, Protocol, TypeVar
 
 import structlog
-from pydantic import BaseModel, ConfigDict
 
 from daemon.clock import Clock
 from daemon.models import Decision, Outcome
-
-
-class ActionParams(BaseModel):
-    """Base of every action's parameters: strict about unknown keys, immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    def redacted(self) -> dict[str, Any]:
-        """Return the parameters as they may be logged; models holding secrets mask them."""
-        return params_as_data(self)
-
-    def event_problems(self, event_type: str) -> list[tuple[tuple[str | int, ...], str]]:
-        """Return (parameter path, reason) for what cannot work with events of `event_type`.
-
-        The rule loader asks once the parameters are valid, with the rule's `on`; parameters
-        that read the event (alert templates) say what can never exist. The default: nothing.
-        """
-        return []
-
+from daemon.rules.params import ActionParams
 
 ActionParamsT = TypeVar("ActionParamsT", bound=ActionParams)
 
@@ -101,8 +82,3 @@ class ActionRegistry:
     def params_models(self) -> Mapping[str, type[ActionParams]]:
         """Return each action's parameter model by name, for validating rule files."""
         return {name: self._actions[name].params_model for name in self}
-
-
-def params_as_data(params: ActionParams) -> dict[str, Any]:
-    """Return validated parameters as JSON-able data, the form a Decision carries."""
-    return params.model_dump(mode="json", exclude_unset=True)

@@ -7,8 +7,9 @@ from typing import ClassVar, Literal
 import structlog
 from pydantic import Field
 
-from daemon.actions.base import ActionContext, ActionParams
+from daemon.actions.base import ActionContext
 from daemon.models import Outcome, OutcomeStatus
+from daemon.rules.params import ActionParams
 
 
 class LogParams(ActionParams):

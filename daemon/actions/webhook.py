@@ -15,15 +15,13 @@ from pydantic import Field, field_validator
 from yarl import URL
 
 from daemon import __version__
-from daemon.actions.base import ActionContext, ActionParams, params_as_data
-from daemon.actions.urls import check_url, describe
+from daemon.actions.base import ActionContext
 from daemon.clock import Clock
-from daemon.engine.schema import Duration
 from daemon.models import Decision, Outcome, OutcomeStatus
-
-# A module import, not names: daemon.notify.outbound imports daemon.actions.urls, so importing
-# it first runs this package's __init__, which reaches this file before outbound is complete.
 from daemon.notify import outbound
+from daemon.rules.params import ActionParams, params_as_data
+from daemon.rules.schema import Duration
+from daemon.urls import check_url, describe
 
 USER_AGENT = f"cloudpilot/{__version__}"
 

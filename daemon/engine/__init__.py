@@ -1,31 +1,5 @@
-"""The rule engine: rule files in, compiled rules, events to decisions."""
+"""The rule engine: events in, decisions out, by the compiled rules (`daemon.rules`)."""
 
-from daemon.engine.engine import (
-    ActionStep,
-    CompiledRule,
-    Engine,
-    EngineObserver,
-    Evaluation,
-    GuardSpec,
-    RuleSet,
-    RunOptions,
-    Throttle,
-)
-from daemon.engine.loader import Problem, RuleError, check_rules, load_rules, rule_file_schema
+from daemon.engine.engine import Engine, EngineObserver, Evaluation
 
-__all__ = [
-    "ActionStep",
-    "CompiledRule",
-    "Engine",
-    "EngineObserver",
-    "Evaluation",
-    "GuardSpec",
-    "Problem",
-    "RuleError",
-    "RuleSet",
-    "RunOptions",
-    "Throttle",
-    "check_rules",
-    "load_rules",
-    "rule_file_schema",
-]
+__all__ = ["Engine", "EngineObserver", "Evaluation"]

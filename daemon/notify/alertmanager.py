@@ -8,10 +8,9 @@ from typing import Any
 
 from yarl import URL
 
-from daemon.actions.urls import check_url, describe
 from daemon.clock import Clock
 from daemon.config import NotifierConfig
-from daemon.notify.model import AlertStatus, Notification, SendResult, Verdict
+from daemon.notifications import AlertStatus, Notification, SendResult, Verdict
 from daemon.notify.outbound import (
     USER_AGENT,
     ConfiguredRoute,
@@ -20,6 +19,7 @@ from daemon.notify.outbound import (
     post_once,
     rfc3339,
 )
+from daemon.urls import check_url, describe
 
 ALERTS_PATH = "/api/v2/alerts"
 # A firing alert ends by itself after this many missed refreshes, should Cloudpilot stop.

@@ -27,11 +27,9 @@ import structlog
 
 from daemon.actions.alert import AlertParams, ResolveParams
 from daemon.clock import Clock
-from daemon.engine.engine import CompiledRule, RuleSet
-from daemon.engine.match import MISSING, value_getter
 from daemon.facts import Facts
 from daemon.models import Decision, Event, Mode, Outcome, OutcomeStatus
-from daemon.notify.model import (
+from daemon.notifications import (
     DESCRIPTION_LIMIT,
     SUMMARY_LIMIT,
     AlertStatus,
@@ -41,7 +39,10 @@ from daemon.notify.model import (
 )
 from daemon.notify.templates import AlertTemplate
 from daemon.observability.metrics import Metrics
-from daemon.state.store import AlertRecord, Batch, LedgerState, MemoryEntry, MemoryKind, Store
+from daemon.rules.compiled import CompiledRule, RuleSet
+from daemon.rules.match import MISSING, value_getter
+from daemon.rules.memory import MemoryEntry, MemoryKind
+from daemon.state.store import AlertRecord, Batch, LedgerState, Store
 
 Logger = structlog.typing.FilteringBoundLogger
 

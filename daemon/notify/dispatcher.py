@@ -23,7 +23,7 @@ from typing import Protocol, cast
 import structlog
 
 from daemon.clock import Clock
-from daemon.notify.model import AlertStatus, Delivery, Notification, Sender, SendResult, Verdict
+from daemon.notifications import AlertStatus, Delivery, Notification, Sender, SendResult, Verdict
 from daemon.observability.metrics import Metrics
 from daemon.retry import backoff_delay
 from daemon.state.store import Store

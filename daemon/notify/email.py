@@ -19,9 +19,9 @@ import aiosmtplib
 
 from daemon.clock import Clock
 from daemon.config import NotifierConfig
-from daemon.notify.model import AlertStatus, Notification, SendResult, Verdict
+from daemon.notifications import AlertStatus, Notification, SendResult, Verdict
 from daemon.notify.outbound import ConfiguredRoute
-from daemon.providers.base import Secret
+from daemon.secret import Secret
 
 SUBJECT_SUMMARY_CHARS = 200
 SERVER_TEXT_CHARS = 200

@@ -1,6 +1,6 @@
 """How Cloudpilot reaches out: the checked POST, secret-free failure details, and route basics.
 
-A POST goes only to addresses that passed the check in `daemon.actions.urls` (no link-local or
+A POST goes only to addresses that passed the check in `daemon.urls` (no link-local or
 metadata address, no second DNS answer) and never follows a redirect. What a failure says names
 the receiver by its origin alone, since a URL's path or query may be the credential.
 """
@@ -21,13 +21,12 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from daemon import __version__
-from daemon.actions.urls import UnsafeUrlError, check_url, describe, parse_address, resolve_checked
 from daemon.clock import Clock
-from daemon.notify.model import SendResult, Verdict, verdict_for_status
+from daemon.notifications import SendResult, Verdict, verdict_for_status
 from daemon.retry import parse_retry_after
+from daemon.urls import UnsafeUrlError, check_url, describe, parse_address, resolve_checked
 
 if TYPE_CHECKING:
-    # Only for types: the config checks URLs with daemon.actions.urls, which leads back here.
     from daemon.config import NotifierConfig
 
 USER_AGENT = f"cloudpilot/{__version__}"

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from daemon.actions.urls import check_url, describe
 from daemon.clock import Clock
 from daemon.config import NotifierConfig
-from daemon.notify.model import SUMMARY_LIMIT, AlertStatus, Notification, SendResult
+from daemon.notifications import SUMMARY_LIMIT, AlertStatus, Notification, SendResult
 from daemon.notify.outbound import (
     USER_AGENT,
     ConfiguredRoute,
@@ -17,7 +16,8 @@ from daemon.notify.outbound import (
     post_once,
     rfc3339,
 )
-from daemon.providers.base import Secret
+from daemon.secret import Secret
+from daemon.urls import check_url, describe
 
 # PagerDuty refuses events over 512 KB; stay under it however "KB" is counted.
 BODY_LIMIT_BYTES = 512 * 1000

@@ -7,18 +7,18 @@ import ssl
 import aiohttp
 from aiohttp.abc import AbstractResolver
 
-from daemon.actions.urls import UnsafeUrlError, check_url
 from daemon.clock import Clock
 from daemon.config import Config, NotifierConfig
 from daemon.errors import ConfigError
+from daemon.notifications import Sender
 from daemon.notify.alertmanager import AlertmanagerSender
 from daemon.notify.email import EmailSender
-from daemon.notify.model import Sender
 from daemon.notify.outbound import SafeHttp
 from daemon.notify.pagerduty import PagerDutySender
 from daemon.notify.slack import SlackSender
 from daemon.notify.webhook import WebhookSender
-from daemon.providers.base import Secret
+from daemon.secret import Secret
+from daemon.urls import UnsafeUrlError, check_url
 
 
 def build_senders(

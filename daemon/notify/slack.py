@@ -7,10 +7,9 @@ from typing import Any
 
 from yarl import URL
 
-from daemon.actions.urls import check_url, describe
 from daemon.clock import Clock
 from daemon.config import NotifierConfig
-from daemon.notify.model import AlertStatus, Notification, SendResult, Severity
+from daemon.notifications import AlertStatus, Notification, SendResult, Severity
 from daemon.notify.outbound import (
     USER_AGENT,
     ConfiguredRoute,
@@ -19,7 +18,8 @@ from daemon.notify.outbound import (
     json_body,
     post_once,
 )
-from daemon.providers.base import Secret
+from daemon.secret import Secret
+from daemon.urls import check_url, describe
 
 # Slack's limits on block texts, in characters.
 HEADER_LIMIT = 150

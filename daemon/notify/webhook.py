@@ -8,12 +8,12 @@ from typing import Any
 
 from yarl import URL
 
-from daemon.actions.urls import check_url, describe
 from daemon.clock import Clock
 from daemon.config import NotifierConfig
-from daemon.notify.model import Notification, SendResult
+from daemon.notifications import Notification, SendResult
 from daemon.notify.outbound import USER_AGENT, ConfiguredRoute, SafeHttp, json_body, post_once
-from daemon.providers.base import Secret
+from daemon.secret import Secret
+from daemon.urls import check_url, describe
 
 PAYLOAD_VERSION = 1
 TIMESTAMP_HEADER = "X-Cloudpilot-Timestamp"

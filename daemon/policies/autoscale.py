@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from daemon.engine.engine import AutoscaleRule, RuleSet
 from daemon.facts import Facts, ServerFact
 from daemon.models import Decision, Event
-from daemon.notify.model import Severity, event_alert
+from daemon.notifications import Severity, event_alert
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Hold, Problems
 from daemon.policies.scaling import DAY, Verdict, decide
 from daemon.providers.plans import PlanCatalogue
+from daemon.rules.compiled import AutoscaleRule, RuleSet
 from daemon.sources.base import drop_series
 from daemon.state.store import LedgerEntry, LedgerState
 

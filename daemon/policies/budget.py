@@ -27,10 +27,9 @@ from typing import Any
 
 import structlog
 
-from daemon.engine.engine import BudgetRule, BudgetStep, RuleSet
 from daemon.facts import Facts, PodFact, ServerFact
 from daemon.models import Decision, Event, Mode
-from daemon.notify.model import Severity, event_alert
+from daemon.notifications import Severity, event_alert
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Hold, Problems
 from daemon.policies.spend import (
@@ -45,6 +44,7 @@ from daemon.policies.spend import (
 from daemon.providers.errors import ProviderError
 from daemon.providers.plans import PlanCatalogue
 from daemon.providers.seeweb import SeewebClient
+from daemon.rules.compiled import BudgetRule, BudgetStep, RuleSet
 from daemon.sources.base import drop_series
 from daemon.state.store import BudgetRecord, LedgerEntry, Store
 

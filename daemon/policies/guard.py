@@ -28,12 +28,12 @@ from daemon.actions.server import (
     wait_for_action,
     wait_for_snapshot,
 )
-from daemon.engine.engine import GuardSpec
 from daemon.models import Decision, Event, Outcome, OutcomeStatus
-from daemon.notify.model import Severity, event_alert
+from daemon.notifications import Severity, event_alert
 from daemon.observability.metrics import Metrics
 from daemon.providers.errors import ProviderError
 from daemon.providers.records import Snapshot
+from daemon.rules.compiled import GuardSpec
 
 # The alertname of what the guard reports; one alert per server.
 GUARD_ALERT = "cloudpilot-guard"

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from daemon.facts import CpuSample
-from daemon.policies.windows import ALWAYS, Windows
+from daemon.rules.compiled import ScalingSpec
 
 # A sample is taken to cover the time back to the one before it, up to this long: a longer gap
 # is missing data, not evidence that the load held.
@@ -23,29 +23,6 @@ STALE_AFTER = timedelta(minutes=20)
 DAY = timedelta(days=1)
 
 Direction = Literal["up", "down", "hold"]
-
-
-@dataclass(frozen=True, slots=True)
-class Threshold:
-    """Scale by `step` cores once CPU has stayed past `percent` for `for_s` seconds."""
-
-    percent: float
-    for_s: float
-    step: int
-
-
-@dataclass(frozen=True, slots=True)
-class ScalingSpec:
-    """One autoscale rule's settings, as the decision reads them."""
-
-    up: Threshold
-    down: Threshold
-    min_cores: int
-    max_cores: int
-    cooldown_s: float
-    windows: Windows = ALWAYS
-    emergency_above: float | None = None
-    max_resizes_per_day: int = 4
 
 
 @dataclass(frozen=True, slots=True)

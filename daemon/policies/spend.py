@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from daemon.engine.engine import BudgetScope
 from daemon.facts import Facts, MonthBills, PodFact, ServerFact
 from daemon.providers.plans import PlanCatalogue
 from daemon.providers.records import GpuPodBill, ServerBill
+from daemon.rules.compiled import BudgetScope
 
 SEEWEB = "seeweb"
 RUNNING = "RUNNING"

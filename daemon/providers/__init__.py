@@ -1,6 +1,6 @@
 """Async clients for the provider APIs, over one shared aiohttp session."""
 
-from daemon.providers.base import ClientSettings, HttpProvider, RequestObserver, Secret
+from daemon.providers.base import ClientSettings, HttpProvider, RequestObserver
 from daemon.providers.errors import (
     AuthError,
     BadResponseError,
@@ -34,7 +34,6 @@ __all__ = [
     "RateLimitedError",
     "RequestObserver",
     "RequestRejected",
-    "Secret",
     "SeewebClient",
     "ServerError",
 ]

@@ -11,7 +11,7 @@ import base64
 import json
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Protocol, TypeVar
 from urllib.parse import quote
 
@@ -34,6 +34,7 @@ from daemon.providers.errors import (
 )
 from daemon.providers.records import ItemProblem, Record, RecordError, parse_record, raw_ids
 from daemon.retry import backoff_delay, parse_retry_after
+from daemon.secret import Secret
 
 RecordT = TypeVar("RecordT", bound=BaseModel)
 
@@ -66,22 +67,6 @@ class RequestLog(Protocol):
 
     def warning(self, event: str, **kw: Any) -> Any:
         """Log a warning event."""
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class Secret:
-    """A credential that never shows itself in repr, str, logs or exception text."""
-
-    _value: str = field(compare=True)
-
-    def reveal(self) -> str:
-        """Return the secret for the one place that must send it."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
 
 
 def _to_secret(value: Any) -> Secret:

@@ -24,7 +24,6 @@ from daemon.providers.base import (
     Reply,
     RequestLog,
     RequestObserver,
-    Secret,
 )
 from daemon.providers.errors import (
     AuthError,
@@ -44,6 +43,7 @@ from daemon.providers.records import (
     RequiredText,
     Text,
 )
+from daemon.secret import Secret
 
 #: Glesys's own status code for a server locked by a change under way (sent with HTTP 500).
 LOCKED_CODE = 606

@@ -19,7 +19,6 @@ from daemon.providers.base import (
     ProblemObserver,
     RequestLog,
     RequestObserver,
-    Secret,
     SecretToken,
 )
 from daemon.providers.records import (
@@ -35,6 +34,7 @@ from daemon.providers.records import (
     Text,
     Timestamp,
 )
+from daemon.secret import Secret
 
 #: Refresh the JWT once this share of its `max_age` has passed.
 REFRESH_FRACTION = 0.9

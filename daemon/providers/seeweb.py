@@ -21,7 +21,6 @@ from daemon.providers.base import (
     ProblemObserver,
     RequestLog,
     RequestObserver,
-    Secret,
     SecretToken,
 )
 from daemon.providers.errors import BadResponseError
@@ -51,6 +50,7 @@ from daemon.providers.records import (
     Timestamp,
     each_item,
 )
+from daemon.secret import Secret
 
 #: Header for long-lived API tokens; the docs also spell it X-API-TOKEN, real clients send this.
 API_TOKEN_HEADER = "X-APITOKEN"  # noqa: S105 (a header name, not a secret)

@@ -10,8 +10,6 @@ from daemon.state.store import (
     Cursor,
     LedgerEntry,
     LedgerState,
-    MemoryEntry,
-    MemoryKind,
     StateError,
     Store,
 )
@@ -24,8 +22,6 @@ __all__ = [
     "Durability",
     "LedgerEntry",
     "LedgerState",
-    "MemoryEntry",
-    "MemoryKind",
     "SqliteStore",
     "StateError",
     "Store",

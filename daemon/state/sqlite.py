@@ -17,7 +17,8 @@ import aiosqlite
 
 from daemon.clock import Clock, SystemClock
 from daemon.models import Decision, Mode
-from daemon.notify.model import Delivery, Notification
+from daemon.notifications import Delivery, Notification
+from daemon.rules.memory import MemoryEntry, MemoryKind
 from daemon.state.codec import (
     decode_event,
     decode_value,
@@ -34,8 +35,6 @@ from daemon.state.store import (
     Cursor,
     LedgerEntry,
     LedgerState,
-    MemoryEntry,
-    MemoryKind,
     StateError,
 )
 

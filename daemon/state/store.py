@@ -11,7 +11,8 @@ from typing import Any, Protocol
 
 from daemon.errors import CloudpilotError
 from daemon.models import Decision
-from daemon.notify.model import Delivery, Notification
+from daemon.notifications import Delivery, Notification
+from daemon.rules.memory import MemoryEntry
 
 
 class StateError(CloudpilotError):
@@ -53,25 +54,6 @@ class LedgerEntry:
     def key(self) -> str:
         """Return the idempotency key."""
         return self.decision.key
-
-
-class MemoryKind(StrEnum):
-    """The kinds of per-rule timing memory the engine keeps."""
-
-    FOR = "for"  # when the condition began to hold, per group
-    THROTTLE = "throttle"  # when the rule last decided, per group
-    COOLDOWN = "cooldown"  # when a policy last acted, per group
-    SEEN = "seen"  # when a `first_seen` rule last saw a combination of values
-
-
-@dataclass(frozen=True, slots=True)
-class MemoryEntry:
-    """One timestamp the engine remembers for a rule and a group (e.g. `ec200001|power_off`)."""
-
-    kind: MemoryKind
-    rule: str
-    group: str
-    since: datetime
 
 
 @dataclass(frozen=True, slots=True)

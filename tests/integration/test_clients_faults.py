@@ -45,9 +45,9 @@ from daemon.providers import (
     ProviderError,
     ProviderTimeout,
     RateLimitedError,
-    Secret,
     ServerError,
 )
+from daemon.secret import Secret
 from daemon.simulator.app import Credentials
 
 SERVERS = "/ecs/v2/servers"

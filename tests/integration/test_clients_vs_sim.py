@@ -22,15 +22,10 @@ import pytest
 from conftest import START, SimFactory, SimHandle
 
 from daemon.clock import FakeClock
-from daemon.providers import (
-    ClientSettings,
-    K8sGpuClient,
-    NotFoundError,
-    Secret,
-    SeewebClient,
-)
+from daemon.providers import ClientSettings, K8sGpuClient, NotFoundError, SeewebClient
 from daemon.providers.base import RequestLog
 from daemon.providers.glesys import GlesysClient
+from daemon.secret import Secret
 from daemon.simulator.app import Credentials
 from daemon.simulator.ecs import IMAGES, server_bills, snapshot_bills, template_bills, to_csv
 from daemon.simulator.glesys import PLATFORMS

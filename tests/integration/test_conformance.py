@@ -23,17 +23,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from daemon.clock import FakeClock
-from daemon.providers import (
-    AuthError,
-    ClientSettings,
-    ConflictError,
-    NotFoundError,
-    Secret,
-    SeewebClient,
-)
+from daemon.providers import AuthError, ClientSettings, ConflictError, NotFoundError, SeewebClient
 from daemon.providers.glesys import GlesysClient
 from daemon.providers.plans import PlanCatalogue, family_of
 from daemon.providers.records import ItemProblem, PageItems
+from daemon.secret import Secret
 
 RECORDED = Path(__file__).parent.parent / "fixtures" / "recorded"
 NO_LIMIT = ClientSettings(requests_per_second=None)

@@ -32,11 +32,11 @@ from test_clients_vs_sim import (
 )
 
 from daemon.clock import FakeClock
-from daemon.engine.events import find
 from daemon.facts import Facts
 from daemon.models import Event
 from daemon.observability.metrics import Metrics
 from daemon.providers import ClientSettings
+from daemon.rules.events import find
 from daemon.simulator.app import Credentials
 from daemon.simulator.ecs import server_bills, snapshot_bills, template_bills
 from daemon.simulator.k8sgpu import billing_lines
@@ -81,7 +81,7 @@ class Rig:
             json.dumps(dict(event.data))
             # What `cloudpilot check` and `schema` know of events is what sources emit.
             entry = find(event.type)
-            assert entry is not None, f"{event.type} is not in daemon/engine/events.py"
+            assert entry is not None, f"{event.type} is not in daemon/rules/events.py"
             assert set(event.data) <= set(entry.fields), (event.type, set(event.data))
         return events
 

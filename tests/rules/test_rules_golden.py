@@ -15,10 +15,10 @@ import pytest
 from pydantic import Field
 
 from daemon.actions import action_params_models
-from daemon.actions.base import ActionParams
 from daemon.durations import Seconds
-from daemon.engine import RuleError, check_rules, load_rules
 from daemon.notify.alerts import unknown_routes
+from daemon.rules.loader import RuleError, check_rules, load_rules
+from daemon.rules.params import ActionParams
 
 HERE = Path(__file__).parent
 VALID = sorted((HERE / "valid").glob("*.yaml"))

@@ -32,12 +32,12 @@ from daemon.providers import (
     ProviderTimeout,
     ProviderUnreachable,
     RateLimitedError,
-    Secret,
     SeewebClient,
     ServerError,
 )
 from daemon.providers.base import ProblemObserver
 from daemon.providers.records import ItemProblem, PageItems
+from daemon.secret import Secret
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

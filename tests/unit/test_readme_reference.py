@@ -21,9 +21,10 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from daemon.actions import action_params_models
 from daemon.cli import _parser
-from daemon.engine import RuleSet, check_rules, load_rules
 from daemon.notify.alerts import unknown_routes
 from daemon.observability.metrics import Metrics
+from daemon.rules.compiled import RuleSet
+from daemon.rules.loader import check_rules, load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

@@ -7,9 +7,9 @@ import ipaddress
 import pytest
 from pydantic import ValidationError
 
-from daemon.actions.urls import UnsafeUrlError, address_refusal, check_url, is_loopback_host
 from daemon.actions.webhook import WebhookParams
 from daemon.errors import CloudpilotError
+from daemon.urls import UnsafeUrlError, address_refusal, check_url, is_loopback_host
 
 
 @pytest.mark.parametrize(

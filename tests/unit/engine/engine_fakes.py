@@ -9,10 +9,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from daemon.actions.base import ActionParams
 from daemon.durations import Seconds
-from daemon.engine import RuleSet, check_rules, load_rules
 from daemon.models import Event, Mode
+from daemon.rules.compiled import RuleSet
+from daemon.rules.loader import check_rules, load_rules
+from daemon.rules.params import ActionParams
 
 T0 = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 

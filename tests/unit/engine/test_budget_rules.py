@@ -9,10 +9,10 @@ import pytest
 from engine_fakes import ACTIONS, check_text, load_text
 
 from daemon.cli import main
-from daemon.engine import RuleError, load_rules, rule_file_schema
-from daemon.engine.engine import BudgetRule, BudgetScope
 from daemon.models import Mode
-from daemon.policies.selector import ServerSelector
+from daemon.rules.compiled import BudgetRule, BudgetScope
+from daemon.rules.loader import RuleError, load_rules, rule_file_schema
+from daemon.rules.selector import ServerSelector
 
 GOOD = """\
 rules:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from engine_fakes import make_event
 
-from daemon.engine.cel import CelCompileError, CelCompiler, CelInput, event_paths
 from daemon.models import Event
+from daemon.rules.cel import CelCompileError, CelCompiler, CelInput, event_paths
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,11 @@ from pathlib import Path
 
 from engine_fakes import T0, RecordingObserver, load_text, make_event
 
-from daemon.engine import Engine, RuleSet, RunOptions
+from daemon.engine import Engine
 from daemon.facts import Facts
 from daemon.models import Decision, Event, Mode
-from daemon.state.store import MemoryEntry, MemoryKind
+from daemon.rules.compiled import RuleSet, RunOptions
+from daemon.rules.memory import MemoryEntry, MemoryKind
 
 FACTS = Facts()
 HOUR = 3600.0

@@ -7,10 +7,11 @@ from pathlib import Path
 
 from engine_fakes import ACTIONS, T0, RecordingObserver, load_text, make_event
 
-from daemon.engine import Engine, Evaluation, rule_file_schema
+from daemon.engine import Engine, Evaluation
 from daemon.facts import Facts
 from daemon.models import Decision, Event
-from daemon.state.store import MemoryEntry, MemoryKind
+from daemon.rules.loader import rule_file_schema
+from daemon.rules.memory import MemoryEntry, MemoryKind
 
 FACTS = Facts()
 HOUR = 3600.0

@@ -10,17 +10,10 @@ from typing import Any
 import pytest
 from engine_fakes import ACTIONS, check_text, load_text
 
-from daemon.engine import (
-    GuardSpec,
-    Problem,
-    RuleError,
-    RunOptions,
-    check_rules,
-    load_rules,
-    rule_file_schema,
-)
 from daemon.errors import ConfigError
 from daemon.models import Mode
+from daemon.rules.compiled import GuardSpec, RunOptions
+from daemon.rules.loader import Problem, RuleError, check_rules, load_rules, rule_file_schema
 
 GOOD = """\
 rules:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from engine_fakes import make_event
 
-from daemon.engine.match import (
+from daemon.rules.match import (
     MISSING,
     check_path,
     compile_match,

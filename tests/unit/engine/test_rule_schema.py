@@ -12,8 +12,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from daemon.actions import action_params_models
-from daemon.engine import rule_file_schema
-from daemon.engine.loader import SCHEMA_ID, parse_yaml
+from daemon.rules.loader import SCHEMA_ID, parse_yaml, rule_file_schema
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED = sorted((REPO / "rules").glob("*.yaml"))

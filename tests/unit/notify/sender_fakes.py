@@ -23,13 +23,13 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from daemon.clock import FakeClock
 from daemon.config import NotifierConfig
+from daemon.notifications import AlertStatus, Notification, Sender, Severity
 from daemon.notify.alertmanager import AlertmanagerSender
-from daemon.notify.model import AlertStatus, Notification, Sender, Severity
 from daemon.notify.outbound import SafeHttp
 from daemon.notify.pagerduty import PagerDutySender
 from daemon.notify.slack import SlackSender
 from daemon.notify.webhook import WebhookSender
-from daemon.providers.base import Secret
+from daemon.secret import Secret
 
 STARTED = datetime(2026, 11, 1, 11, 50, tzinfo=UTC)
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

@@ -13,16 +13,19 @@ from prometheus_client import CollectorRegistry
 
 from daemon.actions import action_params_models
 from daemon.clock import FakeClock
-from daemon.engine import Engine, RuleSet, load_rules
+from daemon.engine import Engine
 from daemon.engine.engine import Evaluation
 from daemon.facts import Facts, ServerFact
 from daemon.models import Event
+from daemon.notifications import AlertStatus, Notification
 from daemon.notify.alerts import AlertBook
-from daemon.notify.model import AlertStatus, Notification
 from daemon.observability.logging import get_logger
 from daemon.observability.metrics import Metrics
+from daemon.rules.compiled import RuleSet
+from daemon.rules.loader import load_rules
+from daemon.rules.memory import MemoryKind
 from daemon.state import SqliteStore
-from daemon.state.store import LedgerState, MemoryKind
+from daemon.state.store import LedgerState
 
 T0 = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 ROUTES = {"oncall": ("oncall",), "ha": ("ha#0", "ha#1"), "chat": ("chat",)}

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from daemon.actions import action_params_models
-from daemon.engine import load_rules
-from daemon.engine.engine import BudgetRule, BudgetScope, RuleSet
 from daemon.notify.alerts import unknown_routes
+from daemon.rules.compiled import BudgetRule, BudgetScope, RuleSet
+from daemon.rules.loader import load_rules
 
 RULES = """\
 rules:

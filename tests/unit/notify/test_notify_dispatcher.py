@@ -15,8 +15,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from daemon.clock import FakeClock
+from daemon.notifications import AlertStatus, Notification, SendResult, Severity, Verdict
 from daemon.notify.dispatcher import BACKOFF_MAX_S, Dispatcher
-from daemon.notify.model import AlertStatus, Notification, SendResult, Severity, Verdict
 from daemon.observability.logging import get_logger
 from daemon.observability.metrics import Metrics
 from daemon.state import SqliteStore

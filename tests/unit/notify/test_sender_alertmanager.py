@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 from sender_fakes import make_clock, make_notification, notifier, receiver
 
+from daemon.notifications import AlertStatus, Severity, Verdict
 from daemon.notify.alertmanager import AlertmanagerSender, alerts_url
-from daemon.notify.model import AlertStatus, Severity, Verdict
 from daemon.notify.outbound import USER_AGENT, SafeHttp
 
 

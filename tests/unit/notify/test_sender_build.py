@@ -14,7 +14,7 @@ from tls_cert import self_signed_cert
 
 from daemon.config import Config, load_config
 from daemon.errors import ConfigError
-from daemon.notify.model import Verdict
+from daemon.notifications import Verdict
 from daemon.notify.senders import build_senders
 
 PATH_TOKEN = "T0K3N-in-the-path"

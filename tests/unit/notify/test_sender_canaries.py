@@ -23,10 +23,10 @@ from sender_fakes import (
 )
 from tls_cert import self_signed_cert
 
+from daemon.notifications import AlertStatus, Notification, Sender, SendResult, Verdict
 from daemon.notify.email import EmailSender
-from daemon.notify.model import AlertStatus, Notification, Sender, SendResult, Verdict
 from daemon.notify.outbound import SafeHttp
-from daemon.providers.base import Secret
+from daemon.secret import Secret
 
 CANARY = "CaNaRy7f3e9a"
 # Slack's error words are lowercase: a lowercase canary must not pass for one.

@@ -20,9 +20,9 @@ from sender_fakes import (
 )
 from tls_cert import self_signed_cert
 
+from daemon.notifications import AlertStatus, Severity, Verdict
 from daemon.notify.email import EmailSender, message_id, subject
-from daemon.notify.model import AlertStatus, Severity, Verdict
-from daemon.providers.base import Secret
+from daemon.secret import Secret
 
 USERNAME = SMTP_USERNAME
 PASSWORD = SMTP_PASSWORD

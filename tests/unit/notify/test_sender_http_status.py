@@ -18,7 +18,7 @@ from sender_fakes import (
     receiver,
 )
 
-from daemon.notify.model import Verdict
+from daemon.notifications import Verdict
 from daemon.notify.outbound import SafeHttp
 
 

@@ -14,8 +14,7 @@ from processes import free_port
 from sender_fakes import NOW, FakeResolver, receiver
 from yarl import URL
 
-from daemon.actions.urls import UnsafeUrlError, check_url, resolve_checked
-from daemon.notify.model import Verdict
+from daemon.notifications import Verdict
 from daemon.notify.outbound import (
     ANSWER_PREVIEW_BYTES,
     MAX_RETRY_AFTER_S,
@@ -26,6 +25,7 @@ from daemon.notify.outbound import (
     judge_answer,
     retry_after_s,
 )
+from daemon.urls import UnsafeUrlError, check_url, resolve_checked
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ import pytest
 from sender_fakes import ROUTING_KEY, http_sender, make_clock, make_notification, notifier, receiver
 
 from daemon.config import PAGERDUTY_EVENTS_URL
-from daemon.notify.model import AlertStatus, Notification, SendResult, Severity, Verdict
+from daemon.notifications import AlertStatus, Notification, SendResult, Severity, Verdict
 from daemon.notify.outbound import SafeHttp
 from daemon.notify.pagerduty import BODY_LIMIT_BYTES, PagerDutySender
-from daemon.providers.base import Secret
+from daemon.secret import Secret
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from sender_fakes import http_sender, make_clock, make_notification, receiver
 
-from daemon.notify.model import AlertStatus, Notification, SendResult, Verdict
+from daemon.notifications import AlertStatus, Notification, SendResult, Verdict
 from daemon.notify.outbound import USER_AGENT, SafeHttp
 from daemon.notify.slack import FIELD_LIMIT, HEADER_LIMIT, SECTION_LIMIT, slack_message
 

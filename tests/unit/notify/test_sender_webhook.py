@@ -20,10 +20,10 @@ from sender_fakes import (
     receiver,
 )
 
-from daemon.notify.model import AlertStatus, Verdict
+from daemon.notifications import AlertStatus, Verdict
 from daemon.notify.outbound import USER_AGENT, SafeHttp
 from daemon.notify.webhook import WebhookSender, idempotency_key
-from daemon.providers.base import Secret
+from daemon.secret import Secret
 
 
 @pytest.fixture

@@ -9,11 +9,12 @@ from prometheus_client import CollectorRegistry
 
 from daemon.actions import action_params_models
 from daemon.clock import FakeClock
-from daemon.engine import RuleSet, load_rules
 from daemon.facts import CpuSample, Facts
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Problems
 from daemon.policies.autoscale import AutoscalePolicy
+from daemon.rules.compiled import RuleSet
+from daemon.rules.loader import load_rules
 
 T0 = datetime(2026, 11, 10, tzinfo=UTC)
 RULES = """\

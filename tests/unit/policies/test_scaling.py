@@ -8,17 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from daemon.facts import CpuSample
-from daemon.policies.scaling import (
-    ScalingSpec,
-    Threshold,
-    Verdict,
-    clamp_target,
-    decide,
-    demand_of,
-    held_since,
-    percent_of,
-)
-from daemon.policies.windows import Windows, parse_window
+from daemon.policies.scaling import Verdict, clamp_target, decide, demand_of, held_since, percent_of
+from daemon.rules.compiled import ScalingSpec, Threshold
+from daemon.rules.windows import Windows, parse_window
 
 T0 = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)  # a Monday
 STEP = timedelta(minutes=5)

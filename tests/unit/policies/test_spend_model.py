@@ -7,9 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from daemon.engine.engine import BudgetScope
 from daemon.facts import Facts, MonthBills, PodFact, ServerFact
-from daemon.policies.selector import ServerSelector
 from daemon.policies.spend import (
     BurnHistory,
     SpendModel,
@@ -26,6 +24,8 @@ from daemon.providers.records import (
     SnapshotBill,
     TemplateBill,
 )
+from daemon.rules.compiled import BudgetScope
+from daemon.rules.selector import ServerSelector
 
 T0 = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

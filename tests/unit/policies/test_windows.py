@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from daemon.facts import ServerFact
-from daemon.policies.selector import ServerSelector
-from daemon.policies.windows import ALWAYS, Window, Windows, parse_window
+from daemon.rules.selector import ServerSelector
+from daemon.rules.windows import ALWAYS, Window, Windows, parse_window
 
 MON, TUE, WED, THU, FRI, SAT, SUN = range(7)
 

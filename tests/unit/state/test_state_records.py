@@ -13,13 +13,12 @@ import pytest
 
 from daemon.clock import FakeClock
 from daemon.models import Decision, Event, Mode
+from daemon.rules.memory import MemoryEntry, MemoryKind
 from daemon.state import (
     AlertRecord,
     BudgetRecord,
     LedgerEntry,
     LedgerState,
-    MemoryEntry,
-    MemoryKind,
     SqliteStore,
     StateError,
 )

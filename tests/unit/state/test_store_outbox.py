@@ -14,7 +14,7 @@ import pytest
 
 from daemon.clock import FakeClock
 from daemon.models import Decision, Mode
-from daemon.notify.model import AlertStatus, Delivery, Notification, Severity, dedup_key
+from daemon.notifications import AlertStatus, Delivery, Notification, Severity, dedup_key
 from daemon.state import AlertRecord, SqliteStore, StateError
 from daemon.state.codec import decode_value
 from daemon.state.sqlite import ERROR_LIMIT

@@ -17,8 +17,8 @@ from typing import Any, Final
 
 from cel_expr_python import cel
 
-from daemon.engine.match import MISSING, iso_time
 from daemon.models import Event
+from daemon.rules.match import MISSING, iso_time
 
 _MEMO_LIMIT: Final = 1024
 _MESSAGE_LIMIT: Final = 300

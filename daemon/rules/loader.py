@@ -18,9 +18,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
-from daemon.actions.base import ActionParams, params_as_data
-from daemon.engine.cel import CelCompileError, CelCompiler, CelCondition, CelIssue
-from daemon.engine.engine import (
+from daemon.errors import ConfigError
+from daemon.models import Event, Mode
+from daemon.rules.cel import CelCompileError, CelCompiler, CelCondition, CelIssue
+from daemon.rules.compiled import (
     DEFAULT_GUARD,
     ActionStep,
     AutoscaleRule,
@@ -32,11 +33,14 @@ from daemon.engine.engine import (
     GuardSpec,
     RuleSet,
     RunOptions,
+    ScalingSpec,
+    Threshold,
     Throttle,
 )
-from daemon.engine.events import unknown_type
-from daemon.engine.match import MISSING, compile_match, value_getter
-from daemon.engine.schema import (
+from daemon.rules.events import unknown_type
+from daemon.rules.match import MISSING, compile_match, value_getter
+from daemon.rules.params import ActionParams, params_as_data
+from daemon.rules.schema import (
     MAX_WHEN_CHARS,
     AutoscaleRuleModel,
     BudgetRuleModel,
@@ -44,11 +48,8 @@ from daemon.engine.schema import (
     RuleFileModel,
     RuleModel,
 )
-from daemon.errors import ConfigError
-from daemon.models import Event, Mode
-from daemon.policies.scaling import ScalingSpec, Threshold
-from daemon.policies.selector import ServerSelector
-from daemon.policies.windows import Windows, parse_window
+from daemon.rules.selector import ServerSelector
+from daemon.rules.windows import Windows, parse_window
 
 # Providers whose API takes no snapshots: a risky action there must say `snapshot: none`.
 NO_SNAPSHOTS: Final = frozenset({"glesys"})

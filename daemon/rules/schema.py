@@ -19,9 +19,9 @@ from pydantic import (
 )
 
 from daemon.durations import parse_duration
-from daemon.engine.events import event_type_schema
-from daemon.engine.match import check_path, compile_value_test
-from daemon.policies.windows import parse_window
+from daemon.rules.events import event_type_schema
+from daemon.rules.match import check_path, compile_value_test
+from daemon.rules.windows import parse_window
 
 # Actions that reboot or destroy, guarded unless a guard section says otherwise.
 DEFAULT_RISKY = ("set_cores", "power_off", "rollback", "delete_server")

@@ -19,6 +19,7 @@ simulator: $(BIN)/cloudpilot
 lint: $(BIN)/cloudpilot
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(BIN)/cloudpilot
 	$(BIN)/mypy

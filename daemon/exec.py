@@ -27,7 +27,6 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from daemon.actions import action_params_models, default_registry
-from daemon.actions.base import ActionContext
 from daemon.actions.runner import EXEC_RULE, DefaultRunOptions, Runner
 from daemon.actions.server import ActionError, ServerAction, ServerParams
 from daemon.app import build_clients
@@ -43,6 +42,7 @@ from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Problems
 from daemon.policies.guard import GuardAlerts, SnapshotGuard, guard_alert_key
 from daemon.providers.errors import NotFoundError, ProviderError
+from daemon.rules.action import ActionContext
 from daemon.rules.loader import load_rules
 from daemon.state import SqliteStore
 from daemon.state.lock import file_lock

@@ -8,8 +8,7 @@ import aiohttp
 import structlog
 from aiohttp.abc import AbstractResolver
 
-from daemon.actions.alert import AlertAction, AlertRaiser
-from daemon.actions.base import Action, ActionRegistry
+from daemon.actions.base import ActionRegistry
 from daemon.actions.log import LogAction
 from daemon.actions.pods import DeletePodAction
 from daemon.actions.server import (
@@ -21,7 +20,8 @@ from daemon.actions.server import (
 )
 from daemon.actions.webhook import WebhookAction
 from daemon.clock import Clock
-from daemon.rules.params import ActionParams
+from daemon.notify.alert_action import AlertAction, AlertRaiser
+from daemon.rules.action import Action, ActionParams
 
 _ACTION_TYPES: tuple[type[Action], ...] = (
     AlertAction,

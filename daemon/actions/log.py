@@ -7,9 +7,8 @@ from typing import ClassVar, Literal
 import structlog
 from pydantic import Field
 
-from daemon.actions.base import ActionContext
 from daemon.models import Outcome, OutcomeStatus
-from daemon.rules.params import ActionParams
+from daemon.rules.action import ActionContext, ActionParams
 
 
 class LogParams(ActionParams):

@@ -11,12 +11,11 @@ from typing import Annotated, ClassVar
 
 from pydantic import AfterValidator, Field
 
-from daemon.actions.base import ActionContext
 from daemon.actions.server import ActionError, ServerClients
 from daemon.models import Outcome, OutcomeStatus
 from daemon.providers.errors import ConflictError, NotFoundError
 from daemon.providers.records import Pod
-from daemon.rules.params import ActionParams
+from daemon.rules.action import ActionContext, ActionParams
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 TERMINATED = "terminated"

@@ -19,10 +19,11 @@ from typing import Any, Literal, Protocol
 import structlog
 from pydantic import ValidationError
 
-from daemon.actions.base import Action, ActionContext, ActionRegistry
+from daemon.actions.base import ActionRegistry
 from daemon.clock import Clock
 from daemon.models import Decision, Mode, Outcome, OutcomeStatus
 from daemon.observability.metrics import Metrics
+from daemon.rules.action import Action, ActionContext
 from daemon.state.store import LedgerEntry, LedgerState
 
 Logger = structlog.typing.FilteringBoundLogger

@@ -14,7 +14,6 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from daemon.actions.base import ActionContext
 from daemon.errors import CloudpilotError
 from daemon.models import Outcome, OutcomeStatus
 from daemon.providers.glesys import GlesysClient, GlesysServer
@@ -22,7 +21,7 @@ from daemon.providers.k8sgpu import K8sGpuClient
 from daemon.providers.records import Action as ProviderAction
 from daemon.providers.records import Snapshot
 from daemon.providers.seeweb import SeewebClient
-from daemon.rules.params import ActionParams
+from daemon.rules.action import ActionContext, ActionParams
 
 Provider = Literal["seeweb", "glesys"]
 

@@ -15,11 +15,10 @@ from pydantic import Field, field_validator
 from yarl import URL
 
 from daemon import __version__
-from daemon.actions.base import ActionContext
 from daemon.clock import Clock
 from daemon.models import Decision, Outcome, OutcomeStatus
 from daemon.notify import outbound
-from daemon.rules.params import ActionParams, params_as_data
+from daemon.rules.action import ActionContext, ActionParams, params_as_data
 from daemon.rules.schema import Duration
 from daemon.urls import check_url, describe
 

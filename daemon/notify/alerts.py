@@ -25,7 +25,6 @@ from typing import Any
 
 import structlog
 
-from daemon.actions.alert import AlertParams, ResolveParams
 from daemon.clock import Clock
 from daemon.facts import Facts
 from daemon.models import Decision, Event, Mode, Outcome, OutcomeStatus
@@ -37,6 +36,7 @@ from daemon.notifications import (
     Severity,
     dedup_key,
 )
+from daemon.notify.alert_action import AlertParams, ResolveParams
 from daemon.notify.templates import AlertTemplate
 from daemon.observability.metrics import Metrics
 from daemon.rules.compiled import CompiledRule, RuleSet

@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
-from daemon.actions.base import Action, ActionContext
 from daemon.actions.server import (
     POLL_EVERY_S,
     SNAPSHOT_CREATED,
@@ -33,6 +32,7 @@ from daemon.notifications import Severity, event_alert
 from daemon.observability.metrics import Metrics
 from daemon.providers.errors import ProviderError
 from daemon.providers.records import Snapshot
+from daemon.rules.action import Action, ActionContext
 from daemon.rules.compiled import GuardSpec
 
 # The alertname of what the guard reports; one alert per server.

@@ -20,6 +20,7 @@ from pydantic.json_schema import models_json_schema
 
 from daemon.errors import ConfigError
 from daemon.models import Event, Mode
+from daemon.rules.action import ActionParams, params_as_data
 from daemon.rules.cel import CelCompileError, CelCompiler, CelCondition, CelIssue
 from daemon.rules.compiled import (
     DEFAULT_GUARD,
@@ -39,7 +40,6 @@ from daemon.rules.compiled import (
 )
 from daemon.rules.events import unknown_type
 from daemon.rules.match import MISSING, compile_match, value_getter
-from daemon.rules.params import ActionParams, params_as_data
 from daemon.rules.schema import (
     MAX_WHEN_CHARS,
     AutoscaleRuleModel,

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-from daemon.facts import ServerFact
-
 _FIELDS = ("name", "group", "notes", "location", "plan")
 # Plan names differ in case between a server's record and the plan list (`ECS1`, `eCS1`).
 _ANY_CASE = frozenset({"plan"})
@@ -30,8 +28,12 @@ class ServerSelector:
             chosen.append((name, (value,) if isinstance(value, str) else tuple(value)))
         return cls(tuple(chosen))
 
-    def matches(self, server: ServerFact | Any) -> bool:
-        """Return whether the server (or a bill row with the same fields) is selected."""
+    def matches(self, server: Any) -> bool:
+        """Return whether the server (a ServerFact, or a bill row with the same fields) is selected.
+
+        Read by attribute name: `name`, `group`, `notes`, `location`, `plan`; a field the object
+        lacks or holds as None matches no glob.
+        """
         for name, patterns in self.globs:
             value = getattr(server, name, None)
             if value is None:

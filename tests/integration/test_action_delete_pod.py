@@ -19,7 +19,6 @@ from structlog.testing import LogCapture
 from test_clients_vs_sim import API_KEY, PASSWORD, fake_clock, k8sgpu
 
 from daemon.actions import action_params_models, default_registry
-from daemon.actions.base import ActionContext
 from daemon.actions.pods import DeletePodAction, DeletePodParams
 from daemon.actions.server import ActionError, ServerClients
 from daemon.app import Daemon, build_clients
@@ -30,9 +29,9 @@ from daemon.models import Decision, Event, Mode, OutcomeStatus
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Problems
 from daemon.policies.guard import SnapshotGuard
+from daemon.rules.action import ActionContext, params_as_data
 from daemon.rules.compiled import GuardSpec
 from daemon.rules.loader import RuleError, load_rules
-from daemon.rules.params import params_as_data
 from daemon.simulator.app import Credentials
 from daemon.state import LedgerState
 

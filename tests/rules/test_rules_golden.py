@@ -17,8 +17,8 @@ from pydantic import Field
 from daemon.actions import action_params_models
 from daemon.durations import Seconds
 from daemon.notify.alerts import unknown_routes
+from daemon.rules.action import ActionParams
 from daemon.rules.loader import RuleError, check_rules, load_rules
-from daemon.rules.params import ActionParams
 
 HERE = Path(__file__).parent
 VALID = sorted((HERE / "valid").glob("*.yaml"))

@@ -14,10 +14,9 @@ import structlog
 from aiohttp.abc import AbstractResolver, ResolveResult
 from structlog.testing import LogCapture
 
-from daemon.actions.base import ActionContext
 from daemon.clock import Clock
 from daemon.models import Decision, Event, Mode, Outcome, OutcomeStatus
-from daemon.rules.params import ActionParams
+from daemon.rules.action import ActionContext, ActionParams
 from daemon.state.store import LedgerEntry, LedgerState
 
 EVENT_TIME = datetime(2026, 11, 1, 11, 59, tzinfo=UTC)

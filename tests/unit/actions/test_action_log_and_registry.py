@@ -8,14 +8,15 @@ from action_fakes import GatedAction, capture_logger, events_named, make_decisio
 from pydantic import ValidationError
 
 from daemon.actions import action_params_models, default_registry
-from daemon.actions.alert import AlertParams
-from daemon.actions.base import ActionContext, ActionRegistry
+from daemon.actions.base import ActionRegistry
 from daemon.actions.log import LogAction, LogParams
 from daemon.actions.pods import DeletePodParams
 from daemon.actions.server import ServerParams, SetCoresParams
 from daemon.actions.webhook import WebhookParams
 from daemon.clock import FakeClock
 from daemon.models import Decision, Outcome, OutcomeStatus
+from daemon.notify.alert_action import AlertParams
+from daemon.rules.action import ActionContext
 
 
 async def test_log_writes_the_message_with_rule_and_event() -> None:

@@ -23,12 +23,13 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 from structlog.testing import LogCapture
 
-from daemon.actions.base import Action, ActionRegistry
+from daemon.actions.base import ActionRegistry
 from daemon.actions.runner import DEFAULT_RUN_OPTIONS, DefaultRunOptions, Runner, RunOptions
 from daemon.actions.webhook import WebhookAction
 from daemon.clock import FakeClock
 from daemon.models import Decision, Mode, Outcome, OutcomeStatus
 from daemon.observability.metrics import Metrics
+from daemon.rules.action import Action
 from daemon.state.store import LedgerEntry, LedgerState
 
 

@@ -23,10 +23,10 @@ from structlog.testing import LogCapture
 from tls_cert import self_signed_cert
 
 from daemon import __version__
-from daemon.actions.base import ActionContext
 from daemon.actions.webhook import WebhookAction, WebhookParams, webhook_payload
 from daemon.clock import FakeClock
 from daemon.models import Decision, Mode, OutcomeStatus
+from daemon.rules.action import ActionContext
 
 SECRET = "s3cr3t-token-value"
 PATH_SECRET = "T0K3N-in-path"

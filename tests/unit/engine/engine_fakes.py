@@ -11,9 +11,9 @@ from pydantic import Field
 
 from daemon.durations import Seconds
 from daemon.models import Event, Mode
+from daemon.rules.action import ActionParams
 from daemon.rules.compiled import RuleSet
 from daemon.rules.loader import check_rules, load_rules
-from daemon.rules.params import ActionParams
 
 T0 = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 

@@ -17,13 +17,12 @@ from pydantic import (
     model_validator,
 )
 
-from daemon.actions.base import ActionContext
 from daemon.facts import ServerFact
 from daemon.models import Decision, Outcome
 from daemon.notify.templates import check_template, unknown_fields
+from daemon.rules.action import ActionContext, ActionParams
 from daemon.rules.events import EVENT_FIELDS, data_fields, event_type_schema, suggest, unknown_type
 from daemon.rules.match import check_path
-from daemon.rules.params import ActionParams
 from daemon.rules.schema import Duration
 
 LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

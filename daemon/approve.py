@@ -17,12 +17,9 @@ from typing import Any, TextIO
 
 from daemon.clock import Clock
 from daemon.config import Config
+from daemon.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from daemon.state import SqliteStore
 from daemon.state.store import BudgetRecord, StateError, Store
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 APPROVAL_SCOPE_PREFIX = "approval:"
 MIN_ID_PREFIX = 4

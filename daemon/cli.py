@@ -10,11 +10,7 @@ from pathlib import Path
 
 from daemon import __version__
 from daemon.config import DEFAULT_CONFIG_PATH
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_CONFIG = 78
+from daemon.exitcodes import EXIT_CONFIG, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 
 def _listen(text: str) -> str:
@@ -136,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from daemon.demo import DEFAULT_SPEED, EXIT_INTERRUPTED, run_demo
+    from daemon.demo import DEFAULT_SPEED, run_demo
 
     speed = DEFAULT_SPEED if args.speed is None else args.speed
     if speed <= 0:

@@ -31,6 +31,7 @@ from daemon.app import Daemon
 from daemon.config import load_config
 from daemon.errors import ConfigError
 from daemon.exec import run_exec
+from daemon.exitcodes import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from daemon.net import Listen
 from daemon.observability.logging import configure_logging
 from daemon.rules.compiled import RuleSet
@@ -47,10 +48,6 @@ DEFAULT_SPEED = 120.0  # two simulated hours in about a minute
 EXEC_AT_S = 100 * 60.0
 EXEC_SERVER = "ec200005"
 ROUTES = ("oncall", "security")
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_CONFIG = 78
-EXIT_INTERRUPTED = 130
 
 Write = Callable[[str], object]
 

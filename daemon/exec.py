@@ -27,12 +27,13 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from daemon.actions import action_params_models, default_registry
-from daemon.actions.runner import EXEC_RULE, DefaultRunOptions, Runner
+from daemon.actions.runner import EXEC_RULE, Runner
 from daemon.actions.server import ActionError, ServerAction, ServerParams
 from daemon.app import build_clients
 from daemon.clock import Clock
 from daemon.config import Config
 from daemon.errors import ConfigError
+from daemon.exitcodes import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from daemon.facts import Facts
 from daemon.models import Decision, Mode, Outcome
 from daemon.notify.alerts import AlertBook
@@ -43,6 +44,7 @@ from daemon.observability.problems import Problems
 from daemon.policies.guard import GuardAlerts, SnapshotGuard, guard_alert_key
 from daemon.providers.errors import NotFoundError, ProviderError
 from daemon.rules.action import ActionContext
+from daemon.rules.compiled import RunOptions
 from daemon.rules.loader import load_rules
 from daemon.state import SqliteStore
 from daemon.state.lock import file_lock
@@ -53,12 +55,8 @@ Logger = structlog.typing.FilteringBoundLogger
 # Generous: a manual action is watched by a person; the guard adds the snapshot's and the
 # check's own time limits to this.
 EXEC_TIMEOUT_S = 900.0
-EXEC_OPTIONS = DefaultRunOptions(concurrency="queued", max_running=1, timeout_s=EXEC_TIMEOUT_S)
+EXEC_OPTIONS = RunOptions(concurrency="queued", max_running=1, timeout_s=EXEC_TIMEOUT_S)
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_CONFIG = 78
 
 # How a parameter is spelled on the command line, for validation errors.
 _OPTION_NAMES = {

@@ -15,6 +15,7 @@ from daemon.actions import action_params_models
 from daemon.app import build_clients
 from daemon.clock import Clock
 from daemon.config import Config
+from daemon.exitcodes import EXIT_FAILURE, EXIT_OK
 from daemon.facts import Facts
 from daemon.models import Mode
 from daemon.observability.logging import get_logger
@@ -34,8 +35,6 @@ from daemon.sources.metrics import MetricsSource
 from daemon.state import SqliteStore
 from daemon.state.store import LedgerEntry
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
 # As many as the daemon reads at start, so plan leaves out what the daemon would.
 BUDGET_LEDGER_LIMIT = 1000
 # What a budget source's failure means for the budgets, in the error line plan prints.

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import structlog
 from pydantic import ValidationError
@@ -24,10 +24,10 @@ from daemon.clock import Clock
 from daemon.models import Decision, Mode, Outcome, OutcomeStatus
 from daemon.observability.metrics import Metrics
 from daemon.rules.action import Action, ActionContext
+from daemon.rules.compiled import RunOptions
 from daemon.state.store import LedgerEntry, LedgerState
 
 Logger = structlog.typing.FilteringBoundLogger
-Concurrency = Literal["queued", "parallel", "single"]
 
 _DETAIL_LIMIT = 300
 # The rule name of decisions `cloudpilot exec` records.
@@ -39,35 +39,7 @@ _SINGLE_BUSY = "rule busy (concurrency: single)"
 CANCEL_WAIT_S = 1.0
 
 
-class RunOptions(Protocol):
-    """How one rule's actions run: concurrency mode, parallel limit and timeout."""
-
-    @property
-    def concurrency(self) -> Concurrency:
-        """Return `queued` (one at a time, in order), `parallel` or `single` (skip if busy)."""
-        ...
-
-    @property
-    def max_running(self) -> int:
-        """Return how many may run at once in `parallel` mode."""
-        ...
-
-    @property
-    def timeout_s(self) -> float:
-        """Return how long one run may take before it is cancelled and counted as failed."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class DefaultRunOptions:
-    """Run options for rules that set none."""
-
-    concurrency: Concurrency = "queued"
-    max_running: int = 10
-    timeout_s: float = 300.0
-
-
-DEFAULT_RUN_OPTIONS = DefaultRunOptions()
+DEFAULT_RUN_OPTIONS = RunOptions()
 
 
 class Guard(Protocol):

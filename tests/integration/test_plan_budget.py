@@ -19,7 +19,8 @@ from prometheus_client import CollectorRegistry
 from daemon.app import Daemon
 from daemon.clock import FakeClock
 from daemon.config import Config, load_config
-from daemon.plan import EXIT_FAILURE, EXIT_OK, run_plan
+from daemon.exitcodes import EXIT_FAILURE, EXIT_OK
+from daemon.plan import run_plan
 from daemon.state import SqliteStore
 
 HOUR = 3600.0

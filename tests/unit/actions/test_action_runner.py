@@ -24,12 +24,13 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import LogCapture
 
 from daemon.actions.base import ActionRegistry
-from daemon.actions.runner import DEFAULT_RUN_OPTIONS, DefaultRunOptions, Runner, RunOptions
+from daemon.actions.runner import DEFAULT_RUN_OPTIONS, Runner
 from daemon.actions.webhook import WebhookAction
 from daemon.clock import FakeClock
 from daemon.models import Decision, Mode, Outcome, OutcomeStatus
 from daemon.observability.metrics import Metrics
 from daemon.rules.action import Action
+from daemon.rules.compiled import RunOptions
 from daemon.state.store import LedgerEntry, LedgerState
 
 
@@ -204,7 +205,7 @@ async def test_queued_is_per_rule(h: Harness) -> None:
 
 
 async def test_parallel_runs_up_to_max_running(h: Harness) -> None:
-    h.options["r"] = DefaultRunOptions(concurrency="parallel", max_running=2)
+    h.options["r"] = RunOptions(concurrency="parallel", max_running=2)
     order = keys(5)
     h.submit(*(make_decision(key) for key in order))
     assert h.runner.running == 2
@@ -222,7 +223,7 @@ async def test_parallel_runs_up_to_max_running(h: Harness) -> None:
 
 
 async def test_single_skips_while_busy_and_records_it(h: Harness) -> None:
-    h.options["r"] = DefaultRunOptions(concurrency="single")
+    h.options["r"] = RunOptions(concurrency="single")
     first, second = keys(2)
     h.submit(make_decision(first), make_decision(second))
     await h.action.entered(first)
@@ -244,7 +245,7 @@ async def test_single_skips_while_busy_and_records_it(h: Harness) -> None:
 
 async def test_a_run_past_its_timeout_fails(h: Harness) -> None:
     # A bound on the real loop clock, not a sleep: the action waits at a gate never opened.
-    h.options["r"] = DefaultRunOptions(timeout_s=0.05)
+    h.options["r"] = RunOptions(timeout_s=0.05)
     [key] = keys(1)
     h.submit(make_decision(key))
     await h.runner.wait_idle()
@@ -515,7 +516,8 @@ def test_default_options() -> None:
         "max_running": DEFAULT_RUN_OPTIONS.max_running,
         "timeout_s": DEFAULT_RUN_OPTIONS.timeout_s,
     }
-    assert options == {"concurrency": "queued", "max_running": 10, "timeout_s": 300.0}
+    # One type, one default: what a rule that sets no `timeout` gets (the rule schema says 60 s).
+    assert options == {"concurrency": "queued", "max_running": 10, "timeout_s": 60.0}
 
 
 async def test_the_startup_guard_waits_for_every_source_of_the_daemon() -> None:

@@ -147,7 +147,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _simulator(args: argparse.Namespace) -> int:
     from daemon.durations import parse_duration
-    from daemon.simulator.app import Credentials, Simulation
+    from daemon.simulator.http import Credentials, Simulation
     from daemon.simulator.scenario import ScenarioError, load_scenario_file, shipped_scenarios
     from daemon.simulator.serve import Listen, serve_forever
 

@@ -35,7 +35,7 @@ from daemon.exitcodes import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from daemon.net import Listen
 from daemon.observability.logging import configure_logging
 from daemon.rules.compiled import RuleSet
-from daemon.simulator.app import Simulation
+from daemon.simulator.http import Simulation
 from daemon.simulator.linked import LinkedClock
 from daemon.simulator.scenario import load_shipped_scenario
 from daemon.simulator.serve import start, write_config

@@ -17,7 +17,8 @@ from prometheus_client import CollectorRegistry
 from daemon.app import Daemon
 from daemon.clock import FakeClock
 from daemon.config import load_config
-from daemon.simulator.app import Simulation, create_app
+from daemon.simulator.app import create_app
+from daemon.simulator.http import Simulation
 from daemon.simulator.linked import LinkedClock as SimLinkedClock
 from daemon.simulator.scenario import Scenario, load_scenario_file, parse_scenario
 

@@ -7,12 +7,13 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from daemon.simulator.app import SIM, json_body, validated
 from daemon.simulator.demand import Constant
+from daemon.simulator.entities import SimError
 from daemon.simulator.faults import FaultRequest
+from daemon.simulator.http import SIM, json_body, validated
 from daemon.simulator.scenario import ScenarioError, parse_scenario
 from daemon.simulator.timefmt import iso_micro
-from daemon.simulator.world import SimError, World, month_bounds
+from daemon.simulator.world import World, month_bounds
 
 
 class Advance(BaseModel):

@@ -17,9 +17,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from daemon.simulator.app import ECS, SIM, Simulation, int_arg, json_body, validated
-from daemon.simulator.timefmt import iso_micro, iso_zulu, naive_seconds
-from daemon.simulator.world import (
+from daemon.simulator.entities import (
     REGIONS,
     Action,
     LogEntry,
@@ -28,10 +26,10 @@ from daemon.simulator.world import (
     SimError,
     Snapshot,
     Template,
-    World,
-    month_bounds,
-    region_names,
 )
+from daemon.simulator.http import ECS, SIM, Simulation, int_arg, json_body, validated
+from daemon.simulator.timefmt import iso_micro, iso_zulu, naive_seconds
+from daemon.simulator.world import World, month_bounds, region_names
 
 JWT_TTL_S = 4 * 3600
 METRIC_SAMPLES = 12  # one hour at the default 5-minute step

@@ -14,10 +14,11 @@ from typing import Any
 from aiohttp import web
 from pydantic import Field
 
-from daemon.simulator.app import ECS, SIM, json_body, validated
 from daemon.simulator.ecs import OK, RequestBody, id_arg, image_json
+from daemon.simulator.entities import CloudScript, Group, SimError, SshKey
+from daemon.simulator.http import ECS, SIM, json_body, validated
 from daemon.simulator.timefmt import iso_micro
-from daemon.simulator.world import CloudScript, Group, SimError, SshKey, World
+from daemon.simulator.world import World
 
 # Public cloud images (`GET /images/cloud-images`): id, name, description, base, version.
 CLOUD_IMAGES = (

@@ -18,8 +18,9 @@ from typing import Any
 
 from aiohttp import web
 
-from daemon.simulator.app import GLESYS, SIM, Handler, glesys_response, json_body
-from daemon.simulator.world import GlesysServer, SimError, World
+from daemon.simulator.entities import GlesysServer, SimError
+from daemon.simulator.http import GLESYS, SIM, Handler, glesys_response, json_body
+from daemon.simulator.world import World
 
 CURRENCY = "EUR"
 TRANSFER_GB = 10_000  # monthly transfer allowance

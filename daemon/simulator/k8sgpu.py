@@ -15,9 +15,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from daemon.simulator.app import K8SGPU, SIM, Handler, int_arg, json_body, validated
+from daemon.simulator.entities import Cluster, GpuEvent, Pod, SimError
+from daemon.simulator.http import K8SGPU, SIM, Handler, int_arg, json_body, validated
 from daemon.simulator.timefmt import iso_micro, iso_seconds, naive_micro
-from daemon.simulator.world import Cluster, GpuEvent, Pod, SimError, World, month_bounds
+from daemon.simulator.world import World, month_bounds
 
 TOKEN_MAX_AGE_S = 14400
 REMOTE_NAMESPACE = "remote-gpu"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from daemon.clock import FakeClock
-from daemon.simulator.app import Simulation
+from daemon.simulator.http import Simulation
 
 
 class LinkedClock(FakeClock):

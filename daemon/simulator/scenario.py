@@ -19,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from daemon.durations import Seconds
 from daemon.simulator.clock import SimClock
 from daemon.simulator.demand import Constant, Demand, Trace
+from daemon.simulator.entities import DEFAULT_PLANS, GPU_PRICES, Plan, Pricing, SimError
 from daemon.simulator.faults import FaultRequest
-from daemon.simulator.world import DEFAULT_PLANS, GPU_PRICES, Plan, Pricing, SimError, World
+from daemon.simulator.world import World
 
 
 class FaultSink(Protocol):

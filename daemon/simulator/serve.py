@@ -13,7 +13,8 @@ from pathlib import Path
 from aiohttp import web
 
 from daemon.net import Listen
-from daemon.simulator.app import Credentials, Simulation, create_app
+from daemon.simulator.app import create_app
+from daemon.simulator.http import Credentials, Simulation
 
 __all__ = ["Listen", "serve_forever", "start", "write_config"]
 

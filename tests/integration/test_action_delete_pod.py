@@ -32,7 +32,7 @@ from daemon.policies.guard import SnapshotGuard
 from daemon.rules.action import ActionContext, params_as_data
 from daemon.rules.compiled import GuardSpec
 from daemon.rules.loader import RuleError, load_rules
-from daemon.simulator.app import Credentials
+from daemon.simulator.http import Credentials
 from daemon.state import LedgerState
 
 SCENARIO = """

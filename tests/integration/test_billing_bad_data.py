@@ -20,7 +20,7 @@ from daemon.clock import FakeClock
 from daemon.facts import Facts
 from daemon.observability.metrics import Metrics
 from daemon.providers import ProviderError
-from daemon.simulator.app import Credentials
+from daemon.simulator.http import Credentials
 from daemon.sources import BillingSource
 
 SERVERS = "/ecs/v2/billing/servers"

@@ -48,7 +48,7 @@ from daemon.providers import (
     ServerError,
 )
 from daemon.secret import Secret
-from daemon.simulator.app import Credentials
+from daemon.simulator.http import Credentials
 
 SERVERS = "/ecs/v2/servers"
 SMALL = ClientSettings(requests_per_second=None, max_body_bytes=64 * 1024)

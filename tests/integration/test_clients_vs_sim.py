@@ -26,12 +26,13 @@ from daemon.providers import ClientSettings, K8sGpuClient, NotFoundError, Seeweb
 from daemon.providers.base import RequestLog
 from daemon.providers.glesys import GlesysClient
 from daemon.secret import Secret
-from daemon.simulator.app import Credentials
 from daemon.simulator.ecs import IMAGES, server_bills, snapshot_bills, template_bills, to_csv
+from daemon.simulator.entities import REGIONS
 from daemon.simulator.glesys import PLATFORMS
+from daemon.simulator.http import Credentials
 from daemon.simulator.k8sgpu import CSV_COLUMNS, billing_lines
 from daemon.simulator.k8sgpu import billing_csv as gpu_billing_csv
-from daemon.simulator.world import REGIONS, month_bounds
+from daemon.simulator.world import month_bounds
 
 # Canaries: if one of these shows up in a repr, an error or a log line, a credential leaked.
 API_KEY = "CANARY-KEY-5d81c0f3"  # the ECS API token and the Glesys key

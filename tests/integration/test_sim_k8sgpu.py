@@ -17,7 +17,8 @@ import pytest
 from aiohttp.test_utils import BaseTestServer, TestServer
 from conftest import key_mismatches
 
-from daemon.simulator.app import Simulation, create_app
+from daemon.simulator.app import create_app
+from daemon.simulator.http import Simulation
 from daemon.simulator.scenario import parse_scenario
 
 GOLDEN_DIR = Path(__file__).parent.parent / "golden" / "k8sgpu"

@@ -37,8 +37,8 @@ from daemon.models import Event
 from daemon.observability.metrics import Metrics
 from daemon.providers import ClientSettings
 from daemon.rules.events import find
-from daemon.simulator.app import Credentials
 from daemon.simulator.ecs import server_bills, snapshot_bills, template_bills
+from daemon.simulator.http import Credentials
 from daemon.simulator.k8sgpu import billing_lines
 from daemon.simulator.world import month_bounds
 from daemon.sources import (

@@ -19,8 +19,8 @@ from pathlib import Path
 from daemon.engine import Engine
 from daemon.facts import Facts
 from daemon.models import Event
+from daemon.rules.action import ActionParams
 from daemon.rules.loader import load_rules
-from daemon.rules.params import ActionParams
 
 
 class LogParams(ActionParams):

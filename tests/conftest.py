@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from configs import TOKEN, write_config
 from prometheus_client import CollectorRegistry
 
 from daemon.app import Daemon
@@ -21,9 +24,9 @@ from daemon.simulator.app import create_app
 from daemon.simulator.http import Simulation
 from daemon.simulator.linked import LinkedClock as SimLinkedClock
 from daemon.simulator.scenario import Scenario, load_scenario_file, parse_scenario
+from daemon.state import SqliteStore
 
 START = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
-TOKEN = "simulator-token"
 
 
 @dataclass
@@ -177,41 +180,38 @@ def linked_daemon(
     extra: str = "",
 ) -> Daemon:
     """Return a daemon on the simulator with these rules, a `hook` route, and a LinkedClock."""
-    (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "rules.yaml").write_text(rules)
-    (tmp_path / "seeweb-token").write_text(f"{TOKEN}\n")
-    glesys_section = ""
-    if glesys:
-        (tmp_path / "glesys-key").write_text(f"{TOKEN}\n")
-        glesys_section = (
-            f'[glesys]\nurl = "{sim.url}/glesys"\nproject = "cl12345"\nkey_file = "glesys-key"\n'
-        )
-    k8sgpu_section = ""
-    if k8sgpu:
-        (tmp_path / "k8sgpu-password").write_text("demo\n")
-        k8sgpu_section = (
-            f'[k8sgpu]\nurl = "{sim.url}"\nusername = "demo"\npassword_file = "k8sgpu-password"\n'
-        )
-    (tmp_path / "cloudpilot.toml").write_text(
-        f"""\
-rules = ["rules/"]
-[http]
-listen = "127.0.0.1:0"
-[state]
-path = "state.db"
-[seeweb]
-url = "{sim.url}"
-token_file = "seeweb-token"
-{glesys_section}{k8sgpu_section}[engine]
-stale_after = "1h"
-[notifiers.hook]
-type = "webhook"
-url = "{hook_url}"
-{extra}"""
+    config = write_config(
+        tmp_path,
+        seeweb=sim.url,
+        glesys=f"{sim.url}/glesys" if glesys else None,
+        k8sgpu=sim.url if k8sgpu else None,
+        rules=rules,
+        extra=f'[notifiers.hook]\ntype = "webhook"\nurl = "{hook_url}"\n{extra}',
     )
     return Daemon(
-        load_config(tmp_path / "cloudpilot.toml"),
+        load_config(config),
         clock=clock or LinkedClock(sim),
         registry=CollectorRegistry(),
         rng=random.Random(seed),
     )
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock at START; a test module may give its own."""
+    return FakeClock(START)
+
+
+@pytest.fixture
+async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteStore]:
+    """An open SQLite store in the test's folder, on the `clock` fixture."""
+    store = SqliteStore(tmp_path / "state.db", clock=clock)
+    await store.open()
+    yield store
+    await store.close()
+
+
+def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Read a state file on a connection of its own, as another process would."""
+    with closing(sqlite3.connect(path)) as db:
+        return db.execute(sql).fetchall()

@@ -28,6 +28,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from alert_receivers import alertmanager_process
+from configs import write_config
 from processes import free_port, simulator, start_daemon
 
 SEED = 20261110
@@ -307,25 +308,16 @@ async def test_sigkill_while_alerting_loses_no_alert_and_opens_nothing_twice(
     simulator_url: str, alertmanager_url: str, receivers: Receivers, tmp_path: Path
 ) -> None:
     port = free_port()
-    (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "rules.yaml").write_text(RULES)
-    (tmp_path / "seeweb-token").write_text("simulator-token\n")
     (tmp_path / "pagerduty.key").write_text(ROUTING_KEY + "\n")
-    config = tmp_path / "cloudpilot.toml"
-    config.write_text(
-        f"""\
-rules = ["rules/"]
-[http]
-listen = "127.0.0.1:{port}"
-[state]
-path = "state.db"
-[seeweb]
-url = "{simulator_url}"
-token_file = "seeweb-token"
+    config = write_config(
+        tmp_path,
+        seeweb=simulator_url,
+        rules=RULES,
+        listen=f"127.0.0.1:{port}",
+        stale_after="30d",
+        extra=f"""\
 [poll]
 actions = "100ms"
-[engine]
-stale_after = "30d"
 [notifiers.am]
 type = "alertmanager"
 url = "{alertmanager_url}"
@@ -340,7 +332,7 @@ rate = 100
 type = "webhook"
 url = "{receivers.url("/hook")}"
 rate = 100
-"""
+""",
     )
     db = tmp_path / "state.db"
     log = tmp_path / "daemon.log"

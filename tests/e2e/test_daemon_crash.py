@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from configs import write_config
 from processes import free_port, simulator, start_daemon
 
 ROUNDS = 4
@@ -89,25 +90,13 @@ async def test_sigkill_mid_batch_loses_nothing_and_decides_nothing_twice(
     await receiver.start_server()
 
     port = free_port()
-    (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "rules.yaml").write_text(RULES.format(url=receiver.make_url("/hook")))
-    (tmp_path / "seeweb-token").write_text("simulator-token\n")
-    config = tmp_path / "cloudpilot.toml"
-    config.write_text(
-        f"""\
-rules = ["rules/"]
-[http]
-listen = "127.0.0.1:{port}"
-[state]
-path = "state.db"
-[seeweb]
-url = "{simulator_url}"
-token_file = "seeweb-token"
-[poll]
-actions = "100ms"
-[engine]
-stale_after = "30d"
-"""
+    config = write_config(
+        tmp_path,
+        seeweb=simulator_url,
+        rules=RULES.format(url=receiver.make_url("/hook")),
+        listen=f"127.0.0.1:{port}",
+        stale_after="30d",
+        extra='[poll]\nactions = "100ms"\n',
     )
     db = tmp_path / "state.db"
     log = tmp_path / "daemon.log"

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 import structlog
+from configs import write_config
 from conftest import START, LinkedClock, SimFactory, SimHandle
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
@@ -317,26 +318,10 @@ rules:
 
 def gpu_daemon(h: SimHandle, tmp_path: Path) -> Daemon:
     """Return a daemon with only a [k8sgpu] section, on the simulator, with a LinkedClock."""
-    (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "rules.yaml").write_text(RULES)
-    (tmp_path / "k8sgpu-password").write_text(f"{PASSWORD}\n")
-    (tmp_path / "cloudpilot.toml").write_text(
-        f"""\
-rules = ["rules/"]
-[http]
-listen = "127.0.0.1:0"
-[state]
-path = "state.db"
-[k8sgpu]
-url = "{h.url}"
-username = "demo"
-password_file = "k8sgpu-password"
-[engine]
-stale_after = "1h"
-"""
-    )
+    config = write_config(tmp_path, k8sgpu=h.url, rules=RULES)
+    (tmp_path / "k8sgpu-password").write_text(f"{PASSWORD}\n")  # this simulator's own
     return Daemon(
-        load_config(tmp_path / "cloudpilot.toml"),
+        load_config(config),
         clock=LinkedClock(h),
         registry=CollectorRegistry(),
         rng=random.Random(5),

@@ -34,6 +34,7 @@ from alert_receivers import (
     HttpReceiver,
     verify_signature,
 )
+from configs import write_config
 from conftest import START, SimFactory, SimHandle
 from processes import free_port
 from prometheus_client import CollectorRegistry, generate_latest
@@ -148,24 +149,10 @@ class World:
             lines = [f"[notifiers.{name}]"]
             lines += [f"{key} = {toml_value(value)}" for key, value in keys.items()]
             sections.append("\n".join(lines))
-        self.config_path.write_text(
-            f"""\
-rules = ["rules/"]
-[http]
-listen = "127.0.0.1:0"
-[state]
-path = "state.db"
-[seeweb]
-url = "{self.sim.url}"
-token_file = "seeweb-token"
-[poll]
-actions = "1m"
-[engine]
-stale_after = "1h"
-
-"""
-            + "\n\n".join(sections)
-            + "\n"
+        write_config(
+            self.dir,
+            seeweb=self.sim.url,
+            extra='[poll]\nactions = "1m"\n\n' + "\n\n".join(sections) + "\n",
         )
 
     def daemon(self, registry: CollectorRegistry | None = None) -> Daemon:
@@ -187,7 +174,6 @@ stale_after = "1h"
 async def world(simulator: SimFactory, tmp_path: Path) -> AsyncIterator[World]:
     sim = await simulator("quiet")
     (tmp_path / "rules").mkdir()
-    (tmp_path / "seeweb-token").write_text("simulator-token\n")
     (tmp_path / "pd.key").write_text(ROUTING_KEY + "\n")
     (tmp_path / "hook.secret").write_text(HMAC_SECRET + "\n")
     pd = await FakePagerDuty().start()

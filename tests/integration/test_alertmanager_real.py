@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from alert_receivers import alertmanager_process
+from configs import write_config
 from conftest import SimFactory, SimHandle
 from prometheus_client import CollectorRegistry
 
@@ -99,24 +100,11 @@ async def world(simulator: SimFactory, alertmanager: Alertmanager, tmp_path: Pat
     rules = tmp_path / "rules"
     rules.mkdir()
     shutil.copy(REPO / "rules" / "failed-actions.yaml", rules)
-    (tmp_path / "seeweb-token").write_text("simulator-token\n")
-    config = tmp_path / "cloudpilot.toml"
-    config.write_text(
-        f"""\
-rules = ["rules/"]
-[http]
-listen = "127.0.0.1:0"
-[state]
-path = "state.db"
-[seeweb]
-url = "{sim.url}"
-token_file = "seeweb-token"
-[poll]
-actions = "1m"
-[notifiers.oncall]
-type = "alertmanager"
-url = "{alertmanager.url}"
-"""
+    config = write_config(
+        tmp_path,
+        seeweb=sim.url,
+        extra=f'[poll]\nactions = "1m"\n[notifiers.oncall]\ntype = "alertmanager"\n'
+        f'url = "{alertmanager.url}"\n',
     )
     return World(sim, FakeClock(start), config)
 

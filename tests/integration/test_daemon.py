@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from configs import write_config
 from conftest import START, SimFactory, SimHandle
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
@@ -94,22 +95,7 @@ async def world(simulator: SimFactory, receiver: Receiver, tmp_path: Path) -> Wo
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "failed.yaml").write_text(FAILED_ACTION_RULES.format(url=receiver.url))
-    (tmp_path / "seeweb-token").write_text("simulator-token\n")
-    config = tmp_path / "cloudpilot.toml"
-    config.write_text(
-        f"""\
-rules = ["rules/"]
-[http]
-listen = "127.0.0.1:0"
-[state]
-path = "state.db"
-[seeweb]
-url = "{sim.url}"
-token_file = "seeweb-token"
-[engine]
-stale_after = "1h"
-"""
-    )
+    config = write_config(tmp_path, seeweb=sim.url)
     return World(sim=sim, clock=FakeClock(START), config_path=config, rules_dir=rules)
 
 

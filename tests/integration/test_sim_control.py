@@ -9,7 +9,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import TOKEN, SimFactory, SimHandle
+from configs import TOKEN
+from conftest import SimFactory, SimHandle
 
 ECS = "/ecs/v2"
 AUTH = {"X-APITOKEN": TOKEN}

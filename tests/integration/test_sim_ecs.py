@@ -9,7 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import START, TOKEN, SimFactory, SimHandle
+from configs import TOKEN
+from conftest import START, SimFactory, SimHandle
 
 ECS = "/ecs/v2"
 HOUR = 3600

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import rows
 
 from daemon.clock import FakeClock
 from daemon.state import BudgetRecord, SqliteStore, StateError
@@ -21,20 +19,6 @@ START = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(START)
-
-
-@pytest.fixture
-async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteStore]:
-    store = SqliteStore(tmp_path / "state.db", clock=clock)
-    await store.open()
-    yield store
-    await store.close()
-
-
-def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
-    """Read the file on a connection of its own, as another process would."""
-    with closing(sqlite3.connect(path)) as db:
-        return db.execute(sql).fetchall()
 
 
 def budget(

@@ -30,9 +30,9 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.traces import STEP, STEPS_PER_DAY, TRACES, times
-from daemon.actions import action_params_models
 from daemon.facts import CpuSample
 from daemon.policies.scaling import decide
+from daemon.providers.registry import vocabulary
 from daemon.rules.compiled import ScalingSpec
 from daemon.rules.loader import load_rules
 
@@ -119,7 +119,7 @@ def oracle(demand: Sequence[float]) -> Outcome:
 
 def glesys_spec(path: Path, name: str = RULE) -> ScalingSpec:
     """Return the spec of the autoscale rule `name` in the rule file at `path`."""
-    rules = load_rules([path], action_params_models())
+    rules = load_rules([path], vocabulary())
     for rule in rules.autoscale:
         if rule.name == name:
             return rule.spec

@@ -21,7 +21,7 @@ from bench.common import running_simulator
 from daemon.clock import SystemClock
 from daemon.providers.base import ClientSettings
 from daemon.providers.errors import ProviderError
-from daemon.providers.seeweb import SeewebClient
+from daemon.providers.seeweb.client import SeewebClient
 from daemon.secret import Secret
 
 

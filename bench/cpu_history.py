@@ -17,9 +17,9 @@ import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from daemon.actions import action_params_models
 from daemon.facts import CpuSample, Facts
 from daemon.policies.autoscale import cpu_history_needed
+from daemon.providers.registry import vocabulary
 from daemon.rules.loader import load_rules
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def held_mb(servers: int, window: timedelta) -> float:
 
 
 def main() -> None:
-    rules = load_rules([REPO / "rules" / "autoscale.yaml"], action_params_models())
+    rules = load_rules([REPO / "rules" / "autoscale.yaml"], vocabulary())
     windows = {"rules": cpu_history_needed(rules.autoscale), "24h": timedelta(hours=24)}
     for name, window in windows.items():
         for servers in (1_000, 3_000, 10_000):

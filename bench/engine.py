@@ -21,6 +21,7 @@ from daemon.facts import Facts
 from daemon.models import Event
 from daemon.rules.action import ActionParams
 from daemon.rules.loader import load_rules
+from daemon.rules.vocabulary import Vocabulary
 
 
 class LogParams(ActionParams):
@@ -149,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = Path(folder) / "bench.yaml"
         path.write_text(rules_yaml(args.rules))
         loading = time.perf_counter()
-        rules = load_rules([path], {"log": LogParams})
+        rules = load_rules([path], Vocabulary({"log": LogParams}))
         load_seconds = time.perf_counter() - loading
     events = action_events(args.events)
     engine = Engine(rules, stale_after=3600)

@@ -30,7 +30,7 @@ from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Hold, Problems
 from daemon.providers.plans import PlanCatalogue
 from daemon.providers.records import ItemProblem, parse_record
-from daemon.providers.seeweb import _PlansPage, _ServersPage
+from daemon.providers.seeweb.client import _PlansPage, _ServersPage
 
 RECORDED = Path(__file__).parent.parent / "tests" / "fixtures" / "recorded" / "ecs"
 PLANS = ("ECS1", "eCS2", "ECS3", "eCS4", "ECS5", "eCS6", "ECS2W", "eCS1HM")

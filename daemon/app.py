@@ -8,6 +8,7 @@ import random
 import signal
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -17,10 +18,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from daemon import __version__
-from daemon.actions import default_registry
 from daemon.actions.base import ActionRegistry
 from daemon.actions.runner import Runner
-from daemon.actions.server import ServerClients
 from daemon.clock import Clock
 from daemon.config import Config
 from daemon.engine import Engine, EngineObserver
@@ -37,21 +36,14 @@ from daemon.observability.logging import get_logger
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Problems
 from daemon.observability.sdnotify import SystemdNotifier
-from daemon.policies.autoscale import AutoscalePolicy
-from daemon.policies.budget import Budgeted, BudgetPolicy
+from daemon.pipeline import Policies
+from daemon.policies.budget import Budgeted
 from daemon.policies.guard import SnapshotGuard
-from daemon.providers import ClientSettings, GlesysClient, K8sGpuClient, SeewebClient
-from daemon.providers.errors import ProviderError
-from daemon.providers.plans import PlanCatalogue
+from daemon.providers.registry import BUILTIN, Built, Providers
+from daemon.providers.spec import Wiring, client_settings
 from daemon.rules.compiled import RuleSet
 from daemon.rules.loader import load_rules
-from daemon.sources.actions import ActionsSource
 from daemon.sources.base import Source
-from daemon.sources.billing import BillingSource
-from daemon.sources.glesys import GlesysSource
-from daemon.sources.k8sgpu import K8sGpuSource
-from daemon.sources.logs import LogsSource
-from daemon.sources.metrics import MetricsSource
 from daemon.sources.scheduler import PollScheduler, SourceJob
 from daemon.state import SqliteStore, Store
 from daemon.state.lock import hold_state
@@ -65,8 +57,6 @@ SEEN_RETENTION = timedelta(days=30)
 # Resolved alerts are kept this long, for /status and for a firing that follows soon after.
 RESOLVED_ALERT_RETENTION = timedelta(days=30)
 PRUNE_EVERY_S = 3600.0
-# Seeweb's plan list (cores, prices) changes rarely.
-PLANS_EVERY_S = 3600.0
 # How often alerts with `resolve.after` are checked for having gone quiet.
 ALERT_EXPIRY_EVERY_S = 60.0
 MAX_EVENT_TYPES = 100
@@ -113,8 +103,11 @@ class Daemon:
         notifier: SystemdNotifier | None = None,
         listen: Listen | None = None,
         rng: random.Random | None = None,
+        providers: Providers | None = None,
     ) -> None:
         self.config = config
+        self.providers = providers or BUILTIN
+        self._vocabulary = self.providers.vocabulary()
         self.clock = clock
         self.metrics = Metrics(registry or CollectorRegistry())
         self.log: Logger = log or get_logger()
@@ -136,20 +129,19 @@ class Daemon:
         self._http_port: int | None = None
         self._last_prune = float("-inf")
         self._status_sent: str | None = None
-        self._plans_read = float("-inf")
-        self._clients: ServerClients | None = None
+        self._built = Built()
         self.problems = Problems(metrics=self.metrics, clock=clock, log=self.log)
-        self.budgets = BudgetPolicy(
+        self.policies = Policies(
+            providers=self.providers,
             facts=self.facts,
             metrics=self.metrics,
-            log=self.log,
-            plans=lambda: self.autoscale.plans,
             problems=self.problems,
+            clock=clock,
+            log=self.log,
             gpu_prices=config.model.budget.gpu_prices,
         )
-        self.autoscale = AutoscalePolicy(
-            facts=self.facts, metrics=self.metrics, problems=self.problems, budget=self.budgets
-        )
+        self.budgets = self.policies.budgets
+        self.autoscale = self.policies.autoscale
         self._batches: set[asyncio.Task[None]] = set()
         self._event_types: set[str] = set()
         self._stopping = False
@@ -230,13 +222,10 @@ class Daemon:
                 log=self.log,
                 on_queued=self._dispatcher.wake,
             )
-            clients = self._clients = self._build_clients()
-            actions = default_registry(
-                session=self._session,
-                clock=self.clock,
-                log=self.log,
-                alerts=self._alerts,
-                clients=clients,
+            built = self._built = self.providers.build(self.config, self._wiring())
+            self.policies.connect(built.clients)
+            actions = self.providers.actions(
+                built, session=self._session, clock=self.clock, log=self.log, alerts=self._alerts
             )
             self._actions = actions
             rules = self._load_rules()
@@ -248,7 +237,7 @@ class Daemon:
                 observer=_EngineMetrics(self.metrics),
             )
             self._rules_loaded(rules)
-            jobs = [self._job(source) for source in self._sources(clients)]
+            jobs = [self._job(source) for source in built.sources]
             self._scheduler = PollScheduler(jobs, log=self.log, stop_timeout=POLL_STOP_S)
             self.readiness.expect_sources(sorted(job.name for job in jobs))
             app = build_http_app(
@@ -272,7 +261,8 @@ class Daemon:
                 sources_ready=self.readiness.polled,
                 startup_sources=frozenset(job.name for job in jobs),
                 guard=SnapshotGuard(
-                    clients=clients,
+                    backends=built.backends.snapshots,
+                    takes_snapshots=self._vocabulary.takes_snapshots,
                     spec=lambda: self.engine.rules.guard_in_force,
                     metrics=self.metrics,
                     alerts=self._alerts,
@@ -369,7 +359,9 @@ class Daemon:
     def _load_rules(self) -> RuleSet:
         """Load the rule files, or raise ConfigError, also for an alert to an unknown route."""
         assert self._actions is not None
-        rules = load_rules(self.config.rule_paths, self._actions.params_models())
+        rules = load_rules(
+            self.config.rule_paths, replace(self._vocabulary, actions=self._actions.params_models())
+        )
         problems = self.alerts.unknown_routes(rules)
         if problems:
             raise ConfigError("\n".join(problems))
@@ -380,8 +372,7 @@ class Daemon:
             [rule.name for rule in rules.autoscale] + [b.name for b in rules.budgets]
         )
         self.alerts.replace_rules(rules)
-        self.autoscale.replace_rules(rules)
-        self.budgets.replace_rules(rules)
+        self.policies.replace_rules(rules)
         self.metrics.rules_loaded.set(len(rules))
         self.readiness.rules_loaded()
 
@@ -411,9 +402,7 @@ class Daemon:
         await asyncio.shield(task)
 
     async def _store_batch(self, source: str, events: list[Event], cursor: Cursor) -> None:
-        if source == "metrics":
-            await self._refresh_plans()
-            await self._refresh_power()
+        await self.policies.refresh(source)
         now = self.clock.now()
         budgeted = await self.budgets.approvals(self.store, now)
         async with self.store.batch() as batch:
@@ -424,15 +413,10 @@ class Daemon:
                     unseen.discard(event.key)  # a key twice in one batch counts once
                     fresh.append(event)
             evaluation = self.engine.plan(fresh, self.facts, now)
-            # Budgets first: the autoscale policy asks them before it scales up.
-            budgeted.extend(self.budgets.evaluate(now))
-            scaled = self.autoscale.evaluate(source, now)
-            recorded = await batch.record_decisions(
-                evaluation.decisions + scaled.decisions + budgeted.decisions
-            )
-            settled = await self.alerts.settle(
-                batch, fresh + scaled.events + budgeted.events, recorded, now
-            )
+            planned = self.policies.plan(source, now, budgeted)
+            scaled = planned.scaled
+            recorded = await batch.record_decisions(evaluation.decisions + planned.decisions)
+            settled = await self.alerts.settle(batch, fresh + planned.events, recorded, now)
             for record in budgeted.records:
                 await batch.put_budget(record)
             await batch.mark_seen([event.key for event in fresh], now)
@@ -457,28 +441,6 @@ class Daemon:
         # Enforced alerts were raised in the transaction; the runner shows dry-run ones.
         self._submit([d for d in recorded if d.action != ALERT_ACTION or d.mode is Mode.DRY_RUN])
         await self._prune()
-
-    async def _refresh_plans(self) -> None:
-        """Read Seeweb's plans (sizes and prices) for the autoscale advice, at most hourly."""
-        seeweb = self._clients.seeweb if self._clients is not None else None
-        if seeweb is None or not (self.autoscale.wants_plans or self.budgets.active):
-            return
-        if self.clock.monotonic() - self._plans_read < PLANS_EVERY_S:
-            return
-        try:
-            self.autoscale.plans = PlanCatalogue(await seeweb.list_plans())
-        except ProviderError as exc:  # keep the last list; recommendations wait for one
-            self.autoscale.plans_error = str(exc)
-            self.log.warning("plans_read_failed", error=str(exc), kept=len(self.autoscale.plans))
-            return
-        self.autoscale.plans_error = None
-        self._plans_read = self.clock.monotonic()
-
-    async def _refresh_power(self) -> None:
-        """Read the power state of the servers budgets count (metrics batches only)."""
-        seeweb = self._clients.seeweb if self._clients is not None else None
-        if seeweb is not None and self.budgets.active:
-            await self.budgets.refresh_power(seeweb)
 
     async def _resolve_budget_alerts(self, budgeted: Budgeted) -> None:
         """End the approval alerts decided and, at a new month, last month's warnings."""
@@ -578,10 +540,9 @@ class Daemon:
     # --- building --------------------------------------------------------------------------------
 
     def _job(self, source: Source) -> SourceJob:
-        intervals = self.config.model.poll
         return SourceJob(
             source,
-            interval=getattr(intervals, source.name),
+            interval=self.config.model.interval(source.name),
             cursor_of=self.store.get_cursor,
             sink=self.on_batch,
             facts=self.facts,
@@ -591,121 +552,18 @@ class Daemon:
             rng=self.rng,
         )
 
-    def _build_clients(self) -> ServerClients:
-        """Return the provider clients the config enables; sources and actions share them."""
+    def _wiring(self) -> Wiring:
         assert self._session is not None
-        return build_clients(
-            self.config,
-            self._session,
+        return Wiring(
+            session=self._session,
             clock=self.clock,
             log=self.log,
             metrics=self.metrics,
             problems=self.problems,
+            facts=self.facts,
+            settings=client_settings(self.config),
+            secret=self.config.secret,
         )
-
-    def _sources(self, clients: ServerClients) -> list[Source]:
-        model = self.config.model
-        sources: list[Source] = []
-        seeweb = clients.seeweb
-        k8sgpu = clients.k8sgpu
-        if seeweb is not None:
-            assert model.seeweb is not None
-            sources += [
-                ActionsSource(
-                    seeweb,
-                    facts=self.facts,
-                    clock=self.clock,
-                    stuck_after=model.seeweb.stuck_after,
-                    log=self.log,
-                ),
-                LogsSource(seeweb, facts=self.facts, clock=self.clock, log=self.log),
-                MetricsSource(
-                    seeweb,
-                    facts=self.facts,
-                    clock=self.clock,
-                    metrics=self.metrics,
-                    servers=model.seeweb.watch,
-                ),
-            ]
-        if k8sgpu is not None:
-            sources.append(
-                K8sGpuSource(
-                    k8sgpu, facts=self.facts, clock=self.clock, metrics=self.metrics, log=self.log
-                )
-            )
-        if seeweb is not None:
-            sources.append(
-                BillingSource(
-                    seeweb, k8sgpu=k8sgpu, facts=self.facts, clock=self.clock, metrics=self.metrics
-                )
-            )
-        if clients.glesys is not None:
-            sources.append(
-                GlesysSource(
-                    clients.glesys,
-                    facts=self.facts,
-                    clock=self.clock,
-                    metrics=self.metrics,
-                    log=self.log,
-                )
-            )
-        return sources
-
-
-def build_clients(
-    config: Config,
-    session: aiohttp.ClientSession,
-    *,
-    clock: Clock,
-    log: Logger,
-    metrics: Metrics,
-    problems: Problems,
-) -> ServerClients:
-    """Return the Seeweb, Glesys and Serverless GPU clients the config enables, on one session."""
-    model = config.model
-    providers = model.providers
-    common: dict[str, Any] = {
-        "settings": ClientSettings(
-            max_body_bytes=providers.max_response, max_retry_after=providers.max_retry_after
-        ),
-        "clock": clock,
-        "logger": log,
-        "observer": metrics.observe_request,
-        "on_problem": problems.unreadable,
-    }
-    seeweb: SeewebClient | None = None
-    glesys: GlesysClient | None = None
-    k8sgpu: K8sGpuClient | None = None
-    if model.seeweb is not None:
-        if model.seeweb.token_file is not None:
-            seeweb = SeewebClient(
-                session, model.seeweb.url, token=config.secret("seeweb.token_file"), **common
-            )
-        else:
-            seeweb = SeewebClient(
-                session,
-                model.seeweb.url,
-                username=model.seeweb.username,
-                password=config.secret("seeweb.password_file"),
-                **common,
-            )
-    if model.glesys is not None:
-        glesys = GlesysClient(
-            session,
-            model.glesys.url,
-            project=model.glesys.project,
-            key=config.secret("glesys.key_file"),
-            **common,
-        )
-    if model.k8sgpu is not None:
-        k8sgpu = K8sGpuClient(
-            session,
-            model.k8sgpu.url,
-            username=model.k8sgpu.username,
-            password=config.secret("k8sgpu.password_file"),
-            **common,
-        )
-    return ServerClients(seeweb=seeweb, glesys=glesys, k8sgpu=k8sgpu)
 
 
 def alert_routes(rules: RuleSet, rule: str) -> tuple[str, ...]:

@@ -26,20 +26,19 @@ def _listen(text: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="cloudpilot", description="Automation daemon for the Seeweb cloud."
+        prog="cloudpilot",
+        description="Cloud automation: autoscale, snapshot guard, alerts, budgets.",
     )
     parser.add_argument("--version", action="version", version=f"cloudpilot {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sim = commands.add_parser(
-        "simulator", help="run the embedded cloud (Seeweb ECS, Serverless GPU, Glesys)"
-    )
+    sim = commands.add_parser("simulator", help="run the embedded simulator of the providers' APIs")
     sim.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (port 0: any free)")
     sim.add_argument(
         "--scenario", type=Path, help="a scenario file, or a shipped one by name (e.g. cpu-surge)"
     )
     sim.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
-    sim.add_argument("--token", default=None, help="the ECS API token and Glesys key to accept")
+    sim.add_argument("--token", default=None, help="the API token and key to accept")
     sim.add_argument("--metrics-step", default=None, help="metrics sample interval, e.g. 5m or 2s")
     sim.add_argument("--config-out", type=Path, help="write a cloudpilot.toml pointing here")
     sim.add_argument("--list-scenarios", action="store_true", help="list shipped scenarios")
@@ -62,16 +61,16 @@ def _parser() -> argparse.ArgumentParser:
         "exec", help="run one server action now, through the snapshot guard and the ledger"
     )
     exe.add_argument("action", metavar="ACTION", help="power_off, power_on, set_cores or snapshot")
-    exe.add_argument("server", metavar="SERVER", help="Seeweb name, or Glesys hostname or serverid")
+    exe.add_argument("server", metavar="SERVER", help="a server name or id its provider knows")
     exe.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="the TOML config")
     exe.add_argument(
-        "--provider", choices=("seeweb", "glesys"), help="default seeweb (glesys for set_cores)"
+        "--provider", help="the server's provider; default: the first that offers the action"
     )
     exe.add_argument("--cores", type=int, help="the cores to run with (set_cores)")
     exe.add_argument(
         "--no-snapshot",
         action="store_true",
-        help="act without the guard's snapshot (required for risky actions on Glesys)",
+        help="act without the guard's snapshot (required where the provider takes none)",
     )
     exe.add_argument(
         "--dry-run", action="store_true", help="say what would be done, record it, call nothing"
@@ -186,10 +185,10 @@ def _simulator(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from daemon.app import run
     from daemon.clock import SystemClock
-    from daemon.config import load_config
     from daemon.errors import ConfigError
     from daemon.net import Listen
     from daemon.observability.logging import configure_logging
+    from daemon.providers.registry import load_config
     from daemon.state import StateError
 
     configure_logging()
@@ -214,11 +213,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     from daemon.clock import SystemClock
-    from daemon.config import load_config
     from daemon.errors import ConfigError
     from daemon.observability.logging import configure_logging
     from daemon.plan import run_plan
     from daemon.providers.errors import ProviderError
+    from daemon.providers.registry import load_config
 
     configure_logging(stream=sys.stderr, level="warning")
     try:
@@ -234,10 +233,10 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _exec(args: argparse.Namespace) -> int:
     from daemon.clock import SystemClock
-    from daemon.config import load_config
     from daemon.errors import ConfigError
     from daemon.exec import run_exec, server_action_names
     from daemon.observability.logging import configure_logging
+    from daemon.providers.registry import load_config
 
     known = server_action_names()
     if args.action not in known:
@@ -282,9 +281,9 @@ def _exec(args: argparse.Namespace) -> int:
 def _approve(args: argparse.Namespace) -> int:
     from daemon.approve import run_approve, usage_problem
     from daemon.clock import SystemClock
-    from daemon.config import load_config
     from daemon.errors import ConfigError
     from daemon.observability.logging import configure_logging
+    from daemon.providers.registry import load_config
 
     problem = usage_problem(args.id, reject=args.reject)
     if problem is not None:
@@ -313,10 +312,9 @@ def _approve(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from daemon.actions import action_params_models
-    from daemon.config import load_config
     from daemon.errors import ConfigError
     from daemon.notify.alerts import unknown_routes
+    from daemon.providers.registry import load_config, vocabulary
     from daemon.rules.loader import RuleError, load_rules
 
     lines: list[str] = []
@@ -332,7 +330,7 @@ def _check(args: argparse.Namespace) -> int:
             routes = list(config.model.notifiers)
     if paths:
         try:
-            rules = load_rules(paths, action_params_models())
+            rules = load_rules(paths, vocabulary())
         except RuleError as exc:
             lines.extend(str(problem) for problem in exc.problems)
         else:
@@ -349,8 +347,8 @@ def _check(args: argparse.Namespace) -> int:
 def _schema() -> int:
     import json
 
-    from daemon.actions import action_params_models
+    from daemon.providers.registry import vocabulary
     from daemon.rules.loader import rule_file_schema
 
-    print(json.dumps(rule_file_schema(action_params_models()), indent=2))
+    print(json.dumps(rule_file_schema(vocabulary()), indent=2))
     return EXIT_OK

@@ -7,6 +7,7 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,6 +19,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -61,17 +63,19 @@ def _provider_url(value: str) -> str:
 ProviderUrl = Annotated[str, AfterValidator(_provider_url)]
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A config section: unknown keys are refused, and nothing changes once read."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class HttpConfig(_Section):
+class HttpConfig(Section):
     """Where `/metrics`, `/healthz`, `/readyz` and `/status` are served."""
 
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:9464"
 
 
-class StateConfig(_Section):
+class StateConfig(Section):
     """Where the durable state lives."""
 
     path: str = "/var/lib/cloudpilot/state.db"
@@ -83,41 +87,6 @@ class StateConfig(_Section):
         if value is not None:
             raise ValueError("the PostgreSQL store is not available yet; use path (SQLite)")
         return value
-
-
-class SeewebConfig(_Section):
-    """The Seeweb ECS API: an API token file, or a username and a password file."""
-
-    url: ProviderUrl = "https://api.seeweb.it"
-    token_file: str | None = None
-    username: str | None = None
-    password_file: str | None = None
-    watch: list[str] = Field(default_factory=lambda: ["*"])
-    stuck_after: Interval = 1800.0
-
-    @model_validator(mode="after")
-    def _one_credential(self) -> SeewebConfig:
-        token = self.token_file is not None
-        login = self.username is not None or self.password_file is not None
-        if token == login or (login and (self.username is None or self.password_file is None)):
-            raise ValueError("give either token_file, or username and password_file")
-        return self
-
-
-class K8sGpuConfig(_Section):
-    """The Seeweb Serverless GPU API: a username and a password file."""
-
-    url: ProviderUrl = "https://api.seeweb.it"
-    username: str
-    password_file: str
-
-
-class GlesysConfig(_Section):
-    """The Glesys API: a project and an API key file."""
-
-    url: ProviderUrl = "https://api.glesys.com"
-    project: str
-    key_file: str
 
 
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*$")
@@ -142,25 +111,18 @@ def _at_least_a_kibibyte(value: int) -> int:
 Size = Annotated[int, BeforeValidator(_parse_size), AfterValidator(_at_least_a_kibibyte)]
 
 
-class ProvidersConfig(_Section):
+class ProvidersConfig(Section):
     """How every provider client treats answers: the largest body, the longest wait asked."""
 
     max_response: Size = 8 * 1024 * 1024
     max_retry_after: Annotated[Seconds, Field(ge=0)] = 10.0
 
 
-class PollConfig(_Section):
-    """How often each source polls."""
-
-    actions: Interval = 30.0
-    logs: Interval = 60.0
-    metrics: Interval = 300.0
-    k8sgpu: Interval = 30.0
-    billing: Interval = 3600.0
-    glesys: Interval = 60.0
+class PollConfig(Section):
+    """How often each source polls, by source name; the keys are the providers' sources."""
 
 
-class EngineConfig(_Section):
+class EngineConfig(Section):
     """How the rule engine treats what the sources bring."""
 
     stale_after: Interval = 3600.0
@@ -173,19 +135,19 @@ def _fits_the_stop_timeout(value: float) -> float:
     return value
 
 
-class BudgetConfig(_Section):
+class BudgetConfig(Section):
     """How budgets price what the bills do not show yet."""
 
     gpu_prices: dict[str, Annotated[float, Field(ge=0)]] = Field(
         default_factory=dict,
         description=(
-            "EUR per online hour by GPU runtime class, e.g. seeweb-nvidia-1xa100 = 2.2; a class "
+            "EUR per online hour by GPU runtime class, as the GPU bill names it (= 2.2); a class "
             "missing here is priced at what the GPU bill charged it per online hour."
         ),
     )
 
 
-class ShutdownConfig(_Section):
+class ShutdownConfig(Section):
     """How long a stop waits for running actions before cancelling them."""
 
     grace: Annotated[Interval, AfterValidator(_fits_the_stop_timeout)] = 10.0
@@ -227,7 +189,7 @@ _TYPE_KEYS: Mapping[str, frozenset[str]] = {
 _COMMON_KEYS = frozenset({"type", "timeout", "rate", "give_up_after"})
 
 
-class NotifierConfig(_Section):
+class NotifierConfig(Section):
     """A named route that rules send alerts to (`to: [name]`); the keys depend on `type`.
 
     alertmanager: `url` or `urls` (every URL of an HA pair receives each alert), `resend_every`.
@@ -331,21 +293,51 @@ class NotifierConfig(_Section):
         return [PAGERDUTY_EVENTS_URL] if self.type == "pagerduty" else []
 
 
-class ConfigModel(_Section):
+class ConfigModel(Section):
     """The whole file, as written."""
 
     rules: list[str] = Field(default_factory=lambda: ["rules/"])
     http: HttpConfig = Field(default_factory=HttpConfig)
     state: StateConfig = Field(default_factory=StateConfig)
-    seeweb: SeewebConfig | None = None
-    k8sgpu: K8sGpuConfig | None = None
-    glesys: GlesysConfig | None = None
     providers: ProvidersConfig = Field(default_factory=ProvidersConfig)
     poll: PollConfig = Field(default_factory=PollConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     notifiers: dict[str, NotifierConfig] = Field(default_factory=dict)
+
+    def provider(self, name: str) -> BaseModel | None:
+        """Return a provider's section (`[name]`), or None when the file has none."""
+        section = getattr(self, name, None)
+        return section if isinstance(section, BaseModel) else None
+
+    def interval(self, source: str) -> float:
+        """Return how often a source polls (`[poll] <source>`)."""
+        value = getattr(self.poll, source)
+        assert isinstance(value, float)
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSection:
+    """What a provider adds to the config: its section's model, its sources' poll intervals."""
+
+    name: str
+    model: type[BaseModel]
+    intervals: tuple[tuple[str, float], ...]
+    """Its sources' names with their default poll intervals."""
+
+
+@cache
+def config_model(sections: tuple[ProviderSection, ...]) -> type[ConfigModel]:
+    """Return the config model with a section per provider and their sources in `[poll]`."""
+    poll: dict[str, Any] = {
+        source: (Interval, default) for section in sections for source, default in section.intervals
+    }
+    poll_model = create_model("PollConfig", __base__=PollConfig, **poll)
+    fields: dict[str, Any] = {section.name: (section.model | None, None) for section in sections}
+    fields["poll"] = (poll_model, Field(default_factory=poll_model))
+    return create_model("ConfigModel", __base__=ConfigModel, **fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,8 +355,15 @@ class Config:
         return self.secrets[key]
 
 
-def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, check and resolve a config file, or raise ConfigError naming file, key and reason."""
+def read_config(
+    path: Path,
+    sections: Sequence[ProviderSection],
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read, check and resolve a config file, or raise ConfigError naming file, key and reason.
+
+    `sections` are the providers' (the registry's `load_config` passes them).
+    """
     environ = os.environ if environ is None else environ
     try:
         text = path.read_text(encoding="utf-8")
@@ -375,7 +374,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:
-        model = ConfigModel.model_validate(raw)
+        model = config_model(tuple(sections)).model_validate(raw)
     except ValidationError as exc:
         problems = sorted(
             (_describe(path, text, error) for error in exc.errors()), key=_line_number
@@ -384,7 +383,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     base = path.parent
     secrets = {
         key: _read_secret(path, text, key, name, base, environ)
-        for key, name in _secret_files(model)
+        for key, name in _secret_files(model, [section.name for section in sections])
     }
     return Config(
         path=path,
@@ -400,12 +399,10 @@ def _resolve(base: Path, entry: str) -> Path:
     return candidate if candidate.is_absolute() else base / candidate
 
 
-def _secret_files(model: ConfigModel) -> list[tuple[str, str]]:
+def _secret_files(model: ConfigModel, providers: Sequence[str]) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     sections: Sequence[tuple[str, BaseModel | None]] = [
-        ("seeweb", model.seeweb),
-        ("k8sgpu", model.k8sgpu),
-        ("glesys", model.glesys),
+        *((name, model.provider(name)) for name in providers),
         *((f"notifiers.{name}", notifier) for name, notifier in model.notifiers.items()),
     ]
     for prefix, section in sections:

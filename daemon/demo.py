@@ -28,12 +28,12 @@ from prometheus_client import CollectorRegistry
 import daemon
 from daemon.actions.runner import EXEC_RULE
 from daemon.app import Daemon
-from daemon.config import load_config
 from daemon.errors import ConfigError
 from daemon.exec import run_exec
 from daemon.exitcodes import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from daemon.net import Listen
 from daemon.observability.logging import configure_logging
+from daemon.providers.registry import load_config
 from daemon.rules.compiled import RuleSet
 from daemon.simulator.http import Simulation
 from daemon.simulator.linked import LinkedClock
@@ -352,7 +352,7 @@ def _opening(write: Write, sim: Simulation, the_daemon: Daemon, rules: Path, spe
     start_at: datetime = sim.world.now
     write("Cloudpilot demo: the daemon, with the shipped rules, against a simulated cloud account.")
     write(f"  rules      {rules}")
-    write("  cloud      simulated Seeweb ECS, Serverless GPU and Glesys (scenario demo)")
+    write("  cloud      the simulated providers' APIs (scenario demo)")
     write(f"  on-call    a webhook receiver stands in for the pager (routes {', '.join(ROUTES)})")
     write(
         f"  time       {start_at:%a %d %b %H:%M} UTC, {DURATION_S / 3600:g} hours, "

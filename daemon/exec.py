@@ -26,10 +26,8 @@ import structlog
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from daemon.actions import action_params_models, default_registry
 from daemon.actions.runner import EXEC_RULE, Runner
 from daemon.actions.server import ActionError, ServerAction, ServerParams
-from daemon.app import build_clients
 from daemon.clock import Clock
 from daemon.config import Config
 from daemon.errors import ConfigError
@@ -43,6 +41,8 @@ from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Problems
 from daemon.policies.guard import GuardAlerts, SnapshotGuard, guard_alert_key
 from daemon.providers.errors import NotFoundError, ProviderError
+from daemon.providers.registry import BUILTIN
+from daemon.providers.spec import Wiring, client_settings
 from daemon.rules.action import ActionContext
 from daemon.rules.compiled import RunOptions
 from daemon.rules.loader import load_rules
@@ -69,9 +69,8 @@ _OPTION_NAMES = {
 
 def server_action_names() -> list[str]:
     """Return the actions `exec` runs: those about one server."""
-    return sorted(
-        name for name, model in action_params_models().items() if issubclass(model, ServerParams)
-    )
+    actions = BUILTIN.vocabulary().actions
+    return sorted(name for name, model in actions.items() if issubclass(model, ServerParams))
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +143,7 @@ async def run_exec(
         raw["cores"] = cores
     if snapshot_none:
         raw["snapshot"] = "none"
-    model = action_params_models()[action]
+    model = BUILTIN.vocabulary().actions[action]
     try:
         params = model.model_validate(raw)
     except ValidationError as exc:
@@ -153,7 +152,8 @@ async def run_exec(
         return EXIT_USAGE
     assert isinstance(params, ServerParams)
     data = params.model_dump(mode="json", exclude_none=True)
-    if getattr(config.model, params.provider) is None:
+    assert params.provider is not None, "every server action has a provider that offers it"
+    if config.model.provider(params.provider) is None:
         print(
             f"cloudpilot exec: {config.path}: {params.provider} is not configured: add a "
             f"[{params.provider}] section",
@@ -228,16 +228,20 @@ class _Exec:
         async with aiohttp.ClientSession(raise_for_status=False) as session:
             senders = build_senders(self.config, session=session, clock=self.clock)
             problems = Problems(metrics=metrics, clock=self.clock)
-            clients = build_clients(
-                self.config,
-                session,
+            wiring = Wiring(
+                session=session,
                 clock=self.clock,
                 log=self.log,
                 metrics=metrics,
                 problems=problems,
+                facts=Facts(),
+                settings=client_settings(self.config),
+                secret=self.config.secret,
             )
+            built = BUILTIN.build(self.config, wiring)
+            vocabulary = BUILTIN.vocabulary()
             # Read for the guard section; a broken rule file is a config error, as in the daemon.
-            rules = load_rules(self.config.rule_paths, action_params_models())
+            rules = load_rules(self.config.rule_paths, vocabulary)
             store = SqliteStore(self.config.state_path, clock=self.clock)
             await store.open()
             try:
@@ -253,12 +257,13 @@ class _Exec:
                 unknown = book.unknown_routes(rules)
                 if unknown:
                     raise ConfigError("\n".join(unknown))
-                registry = default_registry(
-                    session=session, clock=self.clock, log=self.log, alerts=book, clients=clients
+                registry = BUILTIN.actions(
+                    built, session=session, clock=self.clock, log=self.log, alerts=book
                 )
                 alerts = _NotingAlerts(book)
                 guard = SnapshotGuard(
-                    clients=clients,
+                    backends=built.backends.snapshots,
+                    takes_snapshots=vocabulary.takes_snapshots,
                     spec=lambda: rules.guard_in_force,
                     metrics=metrics,
                     alerts=alerts,
@@ -410,7 +415,7 @@ class _Exec:
         detail = entry.detail
         if (
             entry.state is LedgerState.ABORTED
-            and self.params["provider"] != "seeweb"
+            and not BUILTIN.vocabulary().takes_snapshots(self.params["provider"])
             and "snapshot" not in self.params
         ):
             detail += " (pass --no-snapshot to act without one)"
@@ -447,7 +452,7 @@ def _alert_line(alert: _Noted) -> str:
 
 def _options(params: Mapping[str, Any]) -> str:
     """Return the command-line options that give these parameters."""
-    words = [f"--provider {params.get('provider', 'seeweb')}"]
+    words = [f"--provider {params['provider']}"] if "provider" in params else []
     if "cores" in params:
         words.append(f"--cores {params['cores']}")
     if params.get("snapshot") == "none":

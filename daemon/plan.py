@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import TextIO, cast
 
 import aiohttp
@@ -11,8 +10,6 @@ import structlog
 from prometheus_client import CollectorRegistry
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
-from daemon.actions import action_params_models
-from daemon.app import build_clients
 from daemon.clock import Clock
 from daemon.config import Config
 from daemon.exitcodes import EXIT_FAILURE, EXIT_OK
@@ -21,105 +18,90 @@ from daemon.models import Mode
 from daemon.observability.logging import get_logger
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Problems
-from daemon.policies.autoscale import AutoscalePolicy
+from daemon.pipeline import Policies
+from daemon.policies.autoscale import Scaled
 from daemon.policies.budget import BudgetPolicy, BudgetView, StepView
 from daemon.providers.errors import ProviderError
-from daemon.providers.plans import PlanCatalogue
+from daemon.providers.registry import BUILTIN, Providers
+from daemon.providers.spec import Wiring, client_settings
 from daemon.rules.compiled import BudgetRule, BudgetStep, RuleSet
 from daemon.rules.loader import load_rules
-from daemon.sources.base import Source
-from daemon.sources.billing import BillingSource
-from daemon.sources.glesys import GlesysSource
-from daemon.sources.k8sgpu import K8sGpuSource
-from daemon.sources.metrics import MetricsSource
 from daemon.state import SqliteStore
 from daemon.state.store import LedgerEntry
 
 # As many as the daemon reads at start, so plan leaves out what the daemon would.
 BUDGET_LEDGER_LIMIT = 1000
-# What a budget source's failure means for the budgets, in the error line plan prints.
-_BUDGET_SOURCES = {
-    "k8sgpu": "the GPU pods could not be read, so budgets count none of them",
-    "billing": "the bill could not be read, so no budget has a spend",
-}
 # Plan discards what budgets decide: log lines saying a warning went out or a step acted would
 # mislead. Other lines (a server whose power could not be read) still go out.
 _DISCARDED_EVENTS = frozenset({"budget_warning", "budget_enforcement", "budget_approval_requested"})
 
 
-async def run_plan(config: Config, *, clock: Clock, out: TextIO) -> int:
+async def run_plan(
+    config: Config, *, clock: Clock, out: TextIO, providers: Providers = BUILTIN
+) -> int:
     """Poll the sources once; print autoscale verdicts, budgets and open work; return 0 or 1."""
-    rules = load_rules(config.rule_paths, action_params_models())
+    rules = load_rules(config.rule_paths, providers.vocabulary())
     metrics = Metrics(CollectorRegistry())
     facts = Facts()
     log = get_logger()
     # Holds are printed below, so they are not logged as well.
     problems = Problems(metrics=metrics, clock=clock)
-    budgets = BudgetPolicy(
+    policies = Policies(
+        providers=providers,
         facts=facts,
         metrics=metrics,
-        log=_without_decisions(),
-        plans=lambda: policy.plans,
         problems=problems,
+        clock=clock,
+        log=log,
         gpu_prices=config.model.budget.gpu_prices,
+        budget_log=_without_decisions(),
     )
-    budgets.replace_rules(rules)
-    policy = AutoscalePolicy(facts=facts, metrics=metrics, problems=problems, budget=budgets)
-    policy.replace_rules(rules)
+    policies.replace_rules(rules)
+    budgets, policy = policies.budgets, policies.autoscale
     failed = False
     async with aiohttp.ClientSession(raise_for_status=False) as session:
-        clients = build_clients(
-            config, session, clock=clock, log=log, metrics=metrics, problems=problems
+        wiring = Wiring(
+            session=session,
+            clock=clock,
+            log=log,
+            metrics=metrics,
+            problems=problems,
+            facts=facts,
+            settings=client_settings(config),
+            secret=config.secret,
         )
-        seeweb = clients.seeweb
-        sources: list[Source] = []
-        if seeweb is not None:
-            assert config.model.seeweb is not None
-            sources.append(
-                MetricsSource(
-                    seeweb,
-                    facts=facts,
-                    clock=clock,
-                    metrics=metrics,
-                    servers=config.model.seeweb.watch,
-                )
-            )
-        if budgets.active and clients.k8sgpu is not None:
-            sources.append(K8sGpuSource(clients.k8sgpu, facts=facts, clock=clock, metrics=metrics))
-        if budgets.active and seeweb is not None:
-            sources.append(
-                BillingSource(
-                    seeweb, k8sgpu=clients.k8sgpu, facts=facts, clock=clock, metrics=metrics
-                )
-            )
-        if clients.glesys is not None:
-            sources.append(GlesysSource(clients.glesys, facts=facts, clock=clock, metrics=metrics))
+        built = providers.build(config, wiring)
+        policies.connect(built.clients)
+        cpu_sources = {spec.traits.cpu.source for spec in providers if spec.traits.cpu is not None}
+        budget_sources = {
+            source: meaning for spec in providers for source, meaning in spec.budget_sources.items()
+        }
+        sources = [
+            source
+            for source in built.sources
+            if source.name in cpu_sources or (budgets.active and source.name in budget_sources)
+        ]
         for source in sources:
             try:
                 await source.poll(None)
             except ProviderError as exc:
                 # The CPU sources' failures end the plan, as they always did (the CLI says why).
-                if source.name not in _BUDGET_SOURCES:
+                if source.name not in budget_sources or source.name in cpu_sources:
                     raise
-                print(f"error: {_BUDGET_SOURCES[source.name]}: {exc}", file=out)
+                print(f"error: {budget_sources[source.name]}: {exc}", file=out)
                 failed = True
                 continue
             facts.polled_at[source.name] = clock.now()
-        if seeweb is not None and (policy.wants_plans or budgets.active):
-            try:
-                policy.plans = PlanCatalogue(await seeweb.list_plans())
-            except ProviderError as exc:  # each Seeweb autoscale rule says so as a hold
-                policy.plans_error = str(exc)
         # A missing database means the daemon never ran here: nothing is pending or done.
         pending = await _read_state(config, clock, budgets, rules)
-        if budgets.active and seeweb is not None:
-            await budgets.refresh_power(seeweb)
-    # Budgets first, as in the daemon: the autoscale policy asks them before it scales up.
-    # What they decide is discarded: nothing is recorded, sent or carried out.
+        for source in sources:
+            await policies.refresh(source.name)
+    # The daemon's policies, built the same way; what they decide is discarded: nothing is
+    # recorded, sent or carried out.
     now = clock.now()
-    budgets.evaluate(now)
     for source in sources:
-        _print_scaled(policy, source.name, now, out)
+        if source.name in cpu_sources:
+            _print_scaled(policies.plan(source.name, now).scaled, out)
     for verdict in sorted(policy.verdicts.values(), key=lambda v: (v.rule, v.server)):
         if not verdict.verdict.resize and verdict.hold is None:
             print(
@@ -146,9 +128,9 @@ async def run_plan(config: Config, *, clock: Clock, out: TextIO) -> int:
     return EXIT_FAILURE if failed else EXIT_OK
 
 
-def _print_scaled(policy: AutoscalePolicy, source: str, now: datetime, out: TextIO) -> None:
+def _print_scaled(scaled: Scaled, out: TextIO) -> None:
     """Print the resizes and recommendations the autoscale rules make on a source's facts."""
-    for decision in policy.evaluate(source, now).decisions:
+    for decision in scaled.decisions:
         kind = "resize" if decision.action == "set_cores" else "recommend"
         event = decision.event
         data = event.data if event is not None else {}

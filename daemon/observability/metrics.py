@@ -241,7 +241,7 @@ class Metrics:
         )
         self.autoscale_recommended = Gauge(
             "cloudpilot_autoscale_recommended_cores",
-            "Cores recommended for a Seeweb server, with the plan that has them.",
+            "Cores recommended for a server its provider cannot resize, with that plan.",
             ["server", "plan"],
             registry=registry,
         )

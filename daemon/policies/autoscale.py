@@ -1,14 +1,16 @@
 """The autoscale policy: after each CPU poll, decide per server whether its cores should change.
 
-On Glesys a decision is a `set_cores` action, carried out in place through the guard. On Seeweb,
-whose API cannot resize, it is a recommendation: an alert naming the plan with the cores needed
-and its monthly price difference, and the gauge `cloudpilot_autoscale_recommended_cores`. Past
-resizes (for the cooldown and the daily cap) are the rule's decisions in the ledger.
+Where the provider offers `set_cores`, a decision is a `set_cores` action, carried out in place
+through the guard. Where it offers only `resize_plan` (its API cannot resize), it is a
+recommendation: an alert naming the plan with the cores needed and its monthly price
+difference, and the gauge `cloudpilot_autoscale_recommended_cores`. Past resizes (for the
+cooldown and the daily cap) are the rule's decisions in the ledger. The policy never names a
+provider: it reads each one's traits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -21,22 +23,10 @@ from daemon.observability.problems import Hold, Problems
 from daemon.policies.scaling import DAY, Verdict, decide
 from daemon.providers.plans import PlanCatalogue
 from daemon.rules.compiled import AutoscaleRule, RuleSet
+from daemon.rules.vocabulary import CpuReadings, ProviderTraits, Where
 from daemon.sources.base import drop_series
 from daemon.state.store import LedgerEntry, LedgerState
 
-# Which source's poll brings each provider's CPU samples.
-SOURCE_OF = {"glesys": "glesys", "seeweb": "metrics"}
-# Where each provider says how many cores a server has, and gives its CPU samples: the endpoint
-# and field a hold names when they are missing.
-CORES_FROM = {
-    "seeweb": ("GET /ecs/v2/servers", "server[].plan_size.core"),
-    "glesys": ("POST /server/status", "server.cpu.max"),
-}
-CPU_FROM = {
-    "seeweb": ("GET /ecs/v2/servers/{name}/metrics", "metrics.core"),
-    "glesys": ("POST /server/status", "server.cpu"),
-}
-PLANS_ENDPOINT = "GET /ecs/v2/plans"
 RECOMMENDATION = "autoscale.recommendation"
 RESIZE = "autoscale.resize"
 # Ledger states that do not count as a resize: nothing was (or will be) done.
@@ -126,8 +116,10 @@ class AutoscalePolicy:
         facts: Facts,
         metrics: Metrics,
         problems: Problems,
+        providers: Mapping[str, ProviderTraits],
         budget: BudgetGate | None = None,
     ) -> None:
+        self._providers = providers
         self._facts = facts
         self._metrics = metrics
         self._problems = problems
@@ -136,15 +128,30 @@ class AutoscalePolicy:
         self._resizes: dict[tuple[str, str], list[datetime]] = {}
         self._recommending: set[tuple[str, str]] = set()
         self._gauged: dict[str, set[str]] = {}
-        self.plans = PlanCatalogue()
-        self.plans_error: str | None = None
-        """Why the last read of the plan list failed, while no list has been read."""
+        self.plans: dict[str, PlanCatalogue] = {}
+        """Each recommending provider's plan list, as last read."""
+        self.plans_error: dict[str, str] = {}
+        """Why the last read of a provider's plan list failed, while no list has been read."""
         self.verdicts: dict[tuple[str, str], ServerVerdict] = {}
 
-    @property
-    def wants_plans(self) -> bool:
-        """Return whether a Seeweb rule is in force, so the plan list is needed."""
-        return any(rule.provider == "seeweb" and rule.enabled for rule in self._rules)
+    def wants_plans(self, provider: str) -> bool:
+        """Return whether a rule in force recommends plans of `provider`, so its list is needed."""
+        return any(
+            rule.provider == provider and rule.enabled and self._traits(rule).recommends
+            for rule in self._rules
+        )
+
+    def plans_of(self, provider: str) -> PlanCatalogue:
+        """Return a provider's plan list as last read (empty before the first read)."""
+        return self.plans.get(provider, _NO_PLANS)
+
+    def _traits(self, rule: AutoscaleRule) -> ProviderTraits:
+        return self._providers[rule.provider]
+
+    def _cpu(self, rule: AutoscaleRule) -> CpuReadings:
+        readings = self._traits(rule).cpu
+        assert readings is not None, "the loader accepts autoscalable providers only"
+        return readings
 
     def replace_rules(self, rules: RuleSet) -> None:
         """Use the autoscale rules of a new rule set, and keep the CPU history they read."""
@@ -175,7 +182,7 @@ class AutoscalePolicy:
         """Decide for every server the rules watch whose CPU comes from `source`."""
         scaled = Scaled()
         for rule in self._rules:
-            if not rule.enabled or SOURCE_OF[rule.provider] != source:
+            if not rule.enabled or self._cpu(rule).source != source:
                 continue
             watched: set[str] = set()
             holds: list[Hold] = []
@@ -192,47 +199,45 @@ class AutoscalePolicy:
 
     def _missing(self, rule: AutoscaleRule, server: ServerFact, cores: int | None) -> Hold | None:
         """Return why the rule cannot size this server at all, if data it needs is missing."""
-        if rule.provider == "seeweb":
-            if not self.plans:
-                why = f" ({self.plans_error})" if self.plans_error else ""
-                return Hold(
-                    rule.name,
+        readings = self._cpu(rule)
+        if self._traits(rule).recommends:
+            plans = self.plans_of(rule.provider)
+            if not plans:
+                error = self.plans_error.get(rule.provider)
+                why = f" ({error})" if error else ""
+                return _hold(
+                    rule,
                     "*",
                     "plans_unavailable",
                     f"no plan list has been read{why}: no plan can be recommended",
-                    PLANS_ENDPOINT,
-                    "plans",
+                    readings.plans,
                 )
-            plan = self.plans.get(server.plan)
+            plan = plans.get(server.plan)
             if plan is None:
-                return Hold(
-                    rule.name,
+                return _hold(
+                    rule,
                     server.name,
                     "plan_not_in_catalogue",
                     f"{server.name}: its plan {server.plan!r} is not in the plan list "
-                    f"({len(self.plans)} plans, names compared in any case)",
-                    CORES_FROM["seeweb"][0],
-                    "server[].plan",
+                    f"({len(plans)} plans, names compared in any case)",
+                    readings.plan,
                 )
-            if not self.plans.priced_family(plan):
-                return Hold(
-                    rule.name,
+            if not plans.priced_family(plan):
+                return _hold(
+                    rule,
                     server.name,
                     "no_priced_plan",
-                    f"{server.name}: no plan of its family ({self.plans.family(plan).describe()}) "
+                    f"{server.name}: no plan of its family ({plans.family(plan).describe()}) "
                     "carries a monthly price, so no move can be priced",
-                    PLANS_ENDPOINT,
-                    "plans[].montly_price",
+                    readings.price,
                 )
         if cores is None:
-            endpoint, field = CORES_FROM[rule.provider]
-            return Hold(
-                rule.name,
+            return _hold(
+                rule,
                 server.name,
                 "cores_unknown",
                 f"{server.name}: the listing does not say how many cores it has",
-                endpoint,
-                field,
+                readings.cores,
             )
         return None
 
@@ -241,7 +246,8 @@ class AutoscalePolicy:
     ) -> Hold | None:
         """Decide for one server; return the hold when data the rule needs is missing."""
         key = (rule.name, server.name)
-        plan = self.plans.get(server.plan) if rule.provider == "seeweb" else None
+        plans = self.plans_of(rule.provider)
+        plan = plans.get(server.plan) if self._traits(rule).recommends else None
         # A listing without the cores still names the plan, which has them.
         cores = server.cores if server.cores is not None else plan.cpu if plan else None
         missing = self._missing(rule, server, cores)
@@ -261,26 +267,26 @@ class AutoscalePolicy:
         samples = list(window) if window is not None else []
         history = [at for at in self._resizes.get(key, []) if now - at < DAY + timedelta(hours=1)]
         self._resizes[key] = history
-        sizes = self.plans.sizes(plan) if plan is not None else server.sizes
+        sizes = plans.sizes(plan) if plan is not None else server.sizes
         verdict = decide(rule.spec, samples, cores, now, history, sizes or None)
         hold: Hold | None = None
         if verdict.missing is not None:
-            endpoint, field = CPU_FROM[rule.provider]
+            cpu = self._cpu(rule).cpu
             hold = Hold(
                 rule.name,
                 server.name,
                 verdict.missing,
                 f"{server.name}: {verdict.reason}",
-                endpoint.replace("{name}", server.name),
-                field,
+                cpu.endpoint.replace("{name}", server.name),
+                cpu.field,
             )
         recommendation: Recommendation | None = None
         if verdict.resize and plan is not None:
-            chosen = self.plans.choose(plan, verdict.target)
+            chosen = plans.choose(plan, verdict.target)
             if chosen is None:
                 verdict = _held(
                     verdict,
-                    f"{verdict.reason}, but no other {self.plans.family(plan).describe()} plan has "
+                    f"{verdict.reason}, but no other {plans.family(plan).describe()} plan has "
                     f"{verdict.target} cores and the disk of {plan.name}",
                 )
             else:
@@ -357,8 +363,10 @@ class AutoscalePolicy:
             f"{server.name}: move from {advice.current_plan or 'its plan'} "
             f"({verdict.current} cores) to {advice.plan} ({advice.cores} cores), {price}"
         )
+        title = self._traits(rule).title
         detail = (
-            f"{verdict.reason}. Seeweb cannot resize through its API: change the plan in the panel."
+            f"{verdict.reason}. {title} cannot resize through its API: change the plan in the "
+            "panel."
         )
         event = _event(
             RECOMMENDATION,
@@ -395,7 +403,7 @@ class AutoscalePolicy:
 
     def _clear_recommendation(self, server: str) -> None:
         for gauge in (self._metrics.autoscale_recommended, self._metrics.autoscale_price_delta):
-            for plan in {p.name for p in self.plans}:
+            for plan in {p.name for plans in self.plans.values() for p in plans}:
                 drop_series(gauge, server, plan)
 
     def _forget(self, rule: AutoscaleRule, watched: set[str]) -> None:
@@ -405,6 +413,21 @@ class AutoscalePolicy:
                 drop_series(gauge, rule.name, gone)
             self.verdicts.pop((rule.name, gone), None)
         self._gauged[rule.name] = watched
+
+
+_NO_PLANS = PlanCatalogue()
+
+
+def _hold(rule: AutoscaleRule, subject: str, reason: str, detail: str, where: Where | None) -> Hold:
+    """Return a hold naming the request and field the missing data comes from."""
+    return Hold(
+        rule.name,
+        subject,
+        reason,
+        detail,
+        where.endpoint if where is not None else "",
+        where.field if where is not None else "",
+    )
 
 
 def _held(verdict: Verdict, reason: str) -> Verdict:

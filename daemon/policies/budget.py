@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,7 +33,6 @@ from daemon.notifications import Severity, event_alert
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Hold, Problems
 from daemon.policies.spend import (
-    SEEWEB,
     Reconciled,
     Spend,
     SpendModel,
@@ -43,8 +42,8 @@ from daemon.policies.spend import (
 )
 from daemon.providers.errors import ProviderError
 from daemon.providers.plans import PlanCatalogue
-from daemon.providers.seeweb import SeewebClient
 from daemon.rules.compiled import BudgetRule, BudgetStep, RuleSet
+from daemon.rules.vocabulary import Where
 from daemon.sources.base import drop_series
 from daemon.state.store import BudgetRecord, LedgerEntry, Store
 
@@ -169,17 +168,18 @@ def approval_id(decision_key: str) -> str:
     return hashlib.sha256(decision_key.encode()).hexdigest()[:10]
 
 
-# Where the spend's data comes from, for the holds that name what is missing.
-BILL_FROM = ("GET /ecs/v2/billing/servers/{year}/{month}", "[].cost")
-PRICE_FROM = {
-    "server": ("GET /ecs/v2/plans", "plans[].hourly_price"),
-    "pod": ("[budget] gpu_prices, GET /k8sgpu/v1/billing/{year}/{month}", "pods[].online_hour"),
-}
+def _where(readings: Mapping[str, Where], kind: str) -> tuple[str, str]:
+    """Return the request and field the spend's `kind` of data comes from (bill, server, pod)."""
+    where = readings.get(kind) or readings.get("server")
+    return (where.endpoint, where.field) if where is not None else ("", "")
 
 
-def _holds(rule: BudgetRule, spend: Spend, unusable: str | None) -> list[Hold]:
+def _holds(
+    rule: BudgetRule, spend: Spend, unusable: str | None, readings: Mapping[str, Where]
+) -> list[Hold]:
     """Return what keeps a budget from counting or acting on its spend fully."""
-    holds = [Hold(rule.name, "*", "bill_stale", unusable, *BILL_FROM)] if unusable else []
+    bill = _where(readings, "bill")
+    holds = [Hold(rule.name, "*", "bill_stale", unusable, *bill)] if unusable else []
     for item in spend.unpriced:
         kind = item.partition(":")[0]
         holds.append(
@@ -188,7 +188,7 @@ def _holds(rule: BudgetRule, spend: Spend, unusable: str | None) -> list[Hold]:
                 item,
                 "unpriced",
                 f"{item} runs but its price is unknown: the estimate counts it as free",
-                *PRICE_FROM.get(kind, PRICE_FROM["server"]),
+                *_where(readings, kind),
             )
         )
     return holds
@@ -205,15 +205,18 @@ class BudgetPolicy:
         log: Logger,
         plans: Callable[[], PlanCatalogue],
         problems: Problems,
+        billed: str,
         gpu_prices: Mapping[str, float] | None = None,
+        readings: Mapping[str, Where] | None = None,
     ) -> None:
+        self._readings = dict(readings or {})
         self._facts = facts
         self._metrics = metrics
         self._problems = problems
         self._log = log
         self.power: dict[str, str] = {}
         self.model = SpendModel(
-            facts, plans=plans, gpu_prices=gpu_prices or {}, power=self.power.get
+            facts, plans=plans, gpu_prices=gpu_prices or {}, power=self.power.get, billed=billed
         )
         self._rules: tuple[BudgetRule, ...] = ()
         self._warned: dict[str, _Warned] = {}
@@ -282,11 +285,11 @@ class BudgetPolicy:
 
     # --- power state -----------------------------------------------------------------------------
 
-    async def refresh_power(self, seeweb: SeewebClient) -> None:
-        """Read the power state of the Seeweb servers budgets count; unknown counts as running."""
+    async def refresh_power(self, power_state: Callable[[str], Awaitable[str]]) -> None:
+        """Read the power state of the servers budgets count; unknown counts as running."""
         wanted = [
             server.name
-            for server in self._facts.servers_of(SEEWEB)
+            for server in self._facts.servers_of(self.model.billed_provider)
             if any(rule.enabled and server_in_scope(rule.scope, server) for rule in self._rules)
         ]
         gate = asyncio.Semaphore(POWER_READS_AT_ONCE)
@@ -294,7 +297,7 @@ class BudgetPolicy:
         async def read(name: str) -> None:
             async with gate:
                 try:
-                    self.power[name] = (await seeweb.server_status(name)).current_status or ""
+                    self.power[name] = await power_state(name)
                 except ProviderError as exc:
                     self.power.pop(name, None)
                     self._log.warning("budget_power_read_failed", server=name, error=str(exc))
@@ -396,7 +399,7 @@ class BudgetPolicy:
                 self.views[rule.name] = BudgetView(
                     rule.name, rule.scope.describe(), rule.cap, None, str(exc)
                 )
-                hold = Hold(rule.name, "*", "no_bill", str(exc), *BILL_FROM)
+                hold = Hold(rule.name, "*", "no_bill", str(exc), *_where(self._readings, "bill"))
                 self._problems.settle(rule.name, [hold])
                 continue
             self._spend[rule.name] = spend
@@ -411,7 +414,7 @@ class BudgetPolicy:
                 unusable or "",
                 tuple(self._step(rule, step, spend, now, out) for step in rule.steps),
             )
-            self._problems.settle(rule.name, _holds(rule, spend, unusable))
+            self._problems.settle(rule.name, _holds(rule, spend, unusable, self._readings))
         return out
 
     def _gauge(self, rule: BudgetRule, spend: Spend, reconciled: Reconciled | None) -> None:
@@ -582,14 +585,14 @@ class BudgetPolicy:
             catalogue = self.model.plans()
             servers = [
                 server
-                for server in self._facts.servers_of(SEEWEB)
+                for server in self._facts.servers_of(self.model.billed_provider)
                 if selector.matches(server)
                 and server_in_scope(rule.scope, server)
                 and self.power.get(server.name) in (None, "RUNNING")
             ]
             # The dearest first: the most saved per server touched.
             servers.sort(key=lambda s: (-(catalogue.hourly_price(s.plan) or 0.0), s.name))
-            return [t for t in map(_power_off, servers) if fresh(t)]
+            return [t for t in (_power_off(s) for s in servers) if fresh(t)]
         assert step.cluster is not None
         pods = [
             pod
@@ -740,12 +743,13 @@ class BudgetPolicy:
 
 
 def _power_off(server: ServerFact) -> _Target:
+    """Return the step that powers a server off, on the provider its fact came from."""
     notes = f" (notes: {server.notes})" if server.notes else ""
     return _Target(
         "power_off",
         server.name,
         server.name,
-        {"server": server.name, "provider": SEEWEB},
+        {"server": server.name, "provider": server.provider},
         f"power off {server.name}{notes}",
     )
 

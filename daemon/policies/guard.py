@@ -10,28 +10,25 @@ looks for its provider action before asking again, so neither happens twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
 from daemon.actions.server import (
     POLL_EVERY_S,
-    SNAPSHOT_CREATED,
     SNAPSHOT_NOTES_PREFIX,
     ActionError,
     ServerAction,
-    ServerClients,
+    SnapshotBackend,
+    SnapshotRef,
     Target,
     intent_tag,
-    tagged_snapshot,
-    wait_for_action,
-    wait_for_snapshot,
+    tagged,
 )
 from daemon.models import Decision, Event, Outcome, OutcomeStatus
 from daemon.notifications import Severity, event_alert
 from daemon.observability.metrics import Metrics
 from daemon.providers.errors import ProviderError
-from daemon.providers.records import Snapshot
 from daemon.rules.action import Action, ActionContext
 from daemon.rules.compiled import GuardSpec
 
@@ -58,7 +55,7 @@ def guard_alert_key(server: str) -> str:
     return f"{GUARD_ALERT}/{server}"
 
 
-def _created(snapshot: Snapshot) -> datetime:
+def _created(snapshot: SnapshotRef) -> datetime:
     return snapshot.created_at or datetime.min.replace(tzinfo=UTC)
 
 
@@ -68,13 +65,15 @@ class SnapshotGuard:
     def __init__(
         self,
         *,
-        clients: ServerClients,
+        backends: Mapping[str, SnapshotBackend],
         spec: Callable[[], GuardSpec],
         metrics: Metrics,
         alerts: GuardAlerts | None = None,
         routes: Callable[[str], Sequence[str]] = lambda _rule: (),
+        takes_snapshots: Callable[[str], bool] | None = None,
     ) -> None:
-        self._clients = clients
+        self._backends = backends
+        self.takes_snapshots = takes_snapshots
         self._spec = spec
         self._metrics = metrics
         self._alerts = alerts
@@ -98,7 +97,7 @@ class SnapshotGuard:
             return "no snapshot (the rule says snapshot: none)"
         if not spec.snapshot_first:
             return "no snapshot (guard snapshot_first is false)"
-        if provider != "seeweb":
+        if not self._snapshots(provider):
             return f"abort: {provider} takes no snapshots and the rule does not say snapshot: none"
         return (
             f"snapshot first (wait up to {spec.snapshot_timeout_s:g} s), then {action.name}, "
@@ -119,7 +118,7 @@ class SnapshotGuard:
             log.info("guard_snapshot_skipped", reason="the rule says snapshot: none")
         elif not spec.snapshot_first:
             log.info("guard_snapshot_skipped", reason="guard snapshot_first is false")
-        elif target.provider != "seeweb":
+        elif not self._snapshots(target.provider):
             return await self._abort(
                 ctx,
                 target,
@@ -156,52 +155,62 @@ class SnapshotGuard:
 
     # --- the snapshot ----------------------------------------------------------------------------
 
+    def _snapshots(self, provider: str) -> bool:
+        """Return whether the provider takes snapshots (whether or not it is configured)."""
+        if self.takes_snapshots is not None:
+            return self.takes_snapshots(provider)
+        return provider in self._backends
+
+    def _backend(self, target: Target) -> SnapshotBackend:
+        found = self._backends.get(target.provider)
+        if found is None:
+            raise ActionError(
+                f"{target.provider} is not configured: add a [{target.provider}] section to "
+                "the config"
+            )
+        return found
+
     async def _snapshot(
         self, ctx: ActionContext, action: ServerAction, target: Target, spec: GuardSpec
     ) -> int:
         """Take (or find, after a crash) the decision's snapshot and wait until it completes."""
-        client = self._clients.need_seeweb()
-        found = await tagged_snapshot(client, target, ctx.decision.key)
+        backend = self._backend(target)
+        found = tagged(await backend.snapshots(target), ctx.decision.key)
         if found is None:
-            snapshot, provider_action = await client.create_snapshot(
-                target.id,
+            started = ctx.clock.monotonic()
+            snapshot = await backend.take_snapshot(
+                target,
                 f"cloudpilot before {action.name} (rule {ctx.decision.rule})",
                 intent_tag(ctx.decision.key),
+                ctx,
+                spec.snapshot_timeout_s,
             )
-            ctx.log.info(
-                "snapshot_started",
-                server=target.name,
-                snapshot=snapshot.id,
-                provider_action=provider_action.id,
-            )
-            started = ctx.clock.monotonic()
-            await wait_for_action(client, provider_action, ctx, spec.snapshot_timeout_s)
             took = round(ctx.clock.monotonic() - started, 1)
-            ctx.log.info("snapshot_created", server=target.name, snapshot=snapshot.id, took_s=took)
+            ctx.log.info("snapshot_created", server=target.name, snapshot=snapshot, took_s=took)
             self._metrics.guard_snapshots.labels("created").inc()
-            return snapshot.id
-        ctx.log.info("snapshot_found", server=target.name, snapshot=found.id, status=found.status)
-        found = await wait_for_snapshot(client, target, found, ctx, spec.snapshot_timeout_s)
+            return snapshot
+        ctx.log.info(
+            "snapshot_found", server=target.name, snapshot=found.id, completed=found.completed
+        )
+        done = await backend.wait_snapshot(target, found.id, ctx, spec.snapshot_timeout_s)
         self._metrics.guard_snapshots.labels("found").inc()
-        return found.id
+        return done
 
     async def _retain(self, ctx: ActionContext, target: Target, keep: int) -> None:
         """Delete Cloudpilot's own completed snapshots of the server beyond the newest `keep`."""
-        client = self._clients.need_seeweb()
         try:
+            backend = self._backend(target)
             own = [
                 s
-                for s in await client.list_snapshots(target.id)
-                if (s.notes or "").startswith(SNAPSHOT_NOTES_PREFIX)
-                and not s.protected
-                and s.status == SNAPSHOT_CREATED
+                for s in await backend.snapshots(target)
+                if s.notes.startswith(SNAPSHOT_NOTES_PREFIX) and not s.protected and s.completed
             ]
             own.sort(key=_created, reverse=True)
             for old in own[keep:]:
-                await client.delete_snapshot(target.id, old.id)
+                await backend.delete_snapshot(target, old.id)
                 self._metrics.snapshots_deleted.inc()
                 ctx.log.info("snapshot_deleted", server=target.name, snapshot=old.id, keep=keep)
-        except ProviderError as exc:
+        except (ActionError, ProviderError) as exc:
             # The action has run; a snapshot left over is tidied up after the next one.
             ctx.log.warning("snapshot_retention_failed", server=target.name, error=str(exc))
 
@@ -222,10 +231,8 @@ class SnapshotGuard:
 
     async def _rollback(self, ctx: ActionContext, target: Target, snapshot: int) -> str:
         """Roll the server back to the snapshot; return a note on how that went."""
-        client = self._clients.need_seeweb()
         try:
-            started = await client.server_action(target.id, "rollback", snapshot)
-            await wait_for_action(client, started, ctx, ctx.timeout_s)
+            await self._backend(target).rollback(target, snapshot, ctx)
         except (ActionError, ProviderError) as exc:
             ctx.log.error("guard_rollback_failed", server=target.name, error=str(exc))
             return f"; rollback to snapshot {snapshot} failed: {exc}"

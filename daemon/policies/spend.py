@@ -21,7 +21,6 @@ from daemon.providers.plans import PlanCatalogue
 from daemon.providers.records import GpuPodBill, ServerBill
 from daemon.rules.compiled import BudgetScope
 
-SEEWEB = "seeweb"
 RUNNING = "RUNNING"
 HOUR_S = 3600.0
 
@@ -140,7 +139,10 @@ class SpendModel:
         plans: Callable[[], PlanCatalogue],
         gpu_prices: Mapping[str, float],
         power: Callable[[str], str | None] = lambda _name: None,
+        billed: str,
     ) -> None:
+        self.billed_provider = billed
+        """The provider whose servers the bills list (the one offering `billing` for servers)."""
         self._facts = facts
         self.plans = plans
         self._gpu_prices = dict(gpu_prices)
@@ -204,12 +206,12 @@ class SpendModel:
     def billed(self, scope: BudgetScope, bills: MonthBills) -> float:
         """Return what the bills charge the scope this month."""
         # The server list knows more of a server than its bill row does (its location).
-        listed = {s.name: s for s in self._facts.servers_of(SEEWEB)}
+        listed = {s.name: s for s in self._facts.servers_of(self.billed_provider)}
         parts = [row.cost for row in bills.servers if _in_scope(scope, listed.get(row.name) or row)]
         if scope.kind == "account":
             parts += [row.cost for row in bills.templates]
             parts.append(bills.snapshots_total)
-        if scope.kind in ("account", "k8sgpu"):
+        if scope.kind in ("account", "cluster"):
             parts += [row.cost for row in bills.gpu or () if _gpu_row_in_scope(scope, row)]
         return math.fsum(parts)
 
@@ -219,7 +221,7 @@ class SpendModel:
         """Return what burns money in the scope now, per server, storage and pod."""
         items: list[tuple[str, float]] = []
         unpriced: list[str] = []
-        if scope.kind != "k8sgpu":
+        if scope.kind != "cluster":
             self._servers(scope, bills, items, unpriced)
         if scope.kind == "account":
             for snap in bills.snapshots:
@@ -228,7 +230,7 @@ class SpendModel:
             for template in bills.templates:
                 if template.deletion_date is None and template.hours:
                     items.append((f"template:{template.name}", template.cost / template.hours))
-        if scope.kind in ("account", "k8sgpu"):
+        if scope.kind in ("account", "cluster"):
             self._pods(scope, bills, items, unpriced)
         return Burn(tuple(items), tuple(unpriced))
 
@@ -241,7 +243,7 @@ class SpendModel:
     ) -> None:
         catalogue = self.plans()
         rows = {row.name: row for row in bills.servers if row.deletion_date is None}
-        listed = {s.name: s for s in self._facts.servers_of(SEEWEB)}
+        listed = {s.name: s for s in self._facts.servers_of(self.billed_provider)}
         for name in sorted(rows.keys() | listed.keys()):
             fact, row = listed.get(name), rows.get(name)
             if not _in_scope(scope, fact if fact is not None else row):
@@ -269,7 +271,7 @@ class SpendModel:
     ) -> None:
         learned = _learned_gpu_prices(bills.gpu or ())
         for pod in sorted(self._facts.pods.values(), key=lambda p: p.uuid):
-            if not pod.online or (scope.kind == "k8sgpu" and pod.cluster != scope.cluster):
+            if not pod.online or (scope.kind == "cluster" and pod.cluster != scope.cluster):
                 continue
             price = self._gpu_prices.get(pod.runtime_class, learned.get(pod.runtime_class))
             if price is None:
@@ -285,7 +287,7 @@ def server_in_scope(scope: BudgetScope, server: ServerFact) -> bool:
 
 def pod_in_scope(scope: BudgetScope, pod: PodFact) -> bool:
     """Return whether a GPU pod belongs to a budget's scope."""
-    return scope.kind == "account" or (scope.kind == "k8sgpu" and pod.cluster == scope.cluster)
+    return scope.kind == "account" or (scope.kind == "cluster" and pod.cluster == scope.cluster)
 
 
 def _in_scope(scope: BudgetScope, server: ServerFact | ServerBill | None) -> bool:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from daemon.providers.errors import PaginationLimitError
-from daemon.providers.records import Action, GpuEvent, LogEntry, PageItems
+from daemon.providers.records import PageItems
 
 DEFAULT_PAGE_SIZE = 50
 DEFAULT_MAX_PAGES = 20
@@ -46,51 +46,6 @@ class HasId(Protocol):
 
 
 ItemT = TypeVar("ItemT", bound=HasId)
-
-
-class ActionLister(Protocol):
-    """A client that pages through ECS actions (SeewebClient)."""
-
-    @property
-    def name(self) -> str:
-        """Return the provider's name."""
-        ...
-
-    async def list_actions(
-        self, start: int = 0, length: int = 50, resource: str | None = None
-    ) -> tuple[list[Action], int]:
-        """Return one page of actions, newest first, and the total."""
-        ...
-
-
-class LogLister(Protocol):
-    """A client that pages through ECS audit logs (SeewebClient)."""
-
-    @property
-    def name(self) -> str:
-        """Return the provider's name."""
-        ...
-
-    async def list_logs(
-        self, start: int = 0, length: int = 50, resource: str | None = None
-    ) -> tuple[list[LogEntry], int]:
-        """Return one page of log entries, newest first, and the total."""
-        ...
-
-
-class EventLister(Protocol):
-    """A client that pages through k8sgpu events (K8sGpuClient)."""
-
-    @property
-    def name(self) -> str:
-        """Return the provider's name."""
-        ...
-
-    async def list_events(
-        self, offset: int = 0, length: int = 50, search: str | None = None
-    ) -> tuple[list[GpuEvent], int]:
-        """Return one page of events, newest first, and the total."""
-        ...
 
 
 async def walk_newest_first(
@@ -135,72 +90,6 @@ def _result(seen: dict[int, ItemT], high_water: int) -> tuple[list[ItemT], int]:
     return items, (max(high_water, items[-1].id) if items else high_water)
 
 
-async def new_actions(
-    client: ActionLister,
-    high_water: int,
-    *,
-    page_size: int = DEFAULT_PAGE_SIZE,
-    resource: str | None = None,
-    max_pages: int = DEFAULT_MAX_PAGES,
-) -> tuple[list[Action], int]:
-    """Return the actions newer than `high_water`, oldest first, and the new high-water mark."""
-
-    async def fetch(start: int, length: int) -> list[Action]:
-        return (await client.list_actions(start=start, length=length, resource=resource))[0]
-
-    return await walk_newest_first(
-        fetch,
-        high_water,
-        page_size=page_size,
-        max_pages=max_pages,
-        where=(client.name, "GET", "/ecs/v2/actions"),
-    )
-
-
-async def new_logs(
-    client: LogLister,
-    high_water: int,
-    *,
-    page_size: int = DEFAULT_PAGE_SIZE,
-    resource: str | None = None,
-    max_pages: int = DEFAULT_MAX_PAGES,
-) -> tuple[list[LogEntry], int]:
-    """Return the log entries newer than `high_water`, oldest first, and the new mark."""
-
-    async def fetch(start: int, length: int) -> list[LogEntry]:
-        return (await client.list_logs(start=start, length=length, resource=resource))[0]
-
-    return await walk_newest_first(
-        fetch,
-        high_water,
-        page_size=page_size,
-        max_pages=max_pages,
-        where=(client.name, "GET", "/ecs/v2/logs"),
-    )
-
-
-async def new_events(
-    client: EventLister,
-    high_water: int,
-    *,
-    page_size: int = DEFAULT_PAGE_SIZE,
-    search: str | None = None,
-    max_pages: int = DEFAULT_MAX_PAGES,
-) -> tuple[list[GpuEvent], int]:
-    """Return the k8sgpu events newer than `high_water`, oldest first, and the new mark."""
-
-    async def fetch(offset: int, length: int) -> list[GpuEvent]:
-        return (await client.list_events(offset=offset, length=length, search=search))[0]
-
-    return await walk_newest_first(
-        fetch,
-        high_water,
-        page_size=page_size,
-        max_pages=max_pages,
-        where=(client.name, "GET", "/k8sgpu/v1/events/"),
-    )
-
-
 # --- resuming a walk where the last one stopped ---------------------------------------------------
 
 
@@ -238,7 +127,8 @@ class Walked(Generic[ItemT]):
 PageFetch = Callable[[int, int], Awaitable[Sequence[ItemT]]]
 
 
-def _page(found: Sequence[ItemT], total: int | None = None) -> PageItems[ItemT]:
+def page_of(found: Sequence[ItemT], total: int | None = None) -> PageItems[ItemT]:
+    """Return a fetched page as PageItems, with the listing's total when the answer gave one."""
     if isinstance(found, PageItems):
         return found
     return PageItems(found, total=total)
@@ -263,7 +153,7 @@ async def resume_walk(
     """
     if page_size < 1 or max_pages < 1:
         raise ValueError("page_size and max_pages must be at least 1")
-    head = _page(await fetch(0, page_size))
+    head = page_of(await fetch(0, page_size))
     if position is None:
         return await _first_read(fetch, head, page_size, max_pages)
     mark = position.high_water
@@ -294,7 +184,7 @@ async def resume_walk(
         # between two fetches (which push it further) still leave it inside the page.
         margin = max(1, page_size // 5)
         start = max(0, total - below - page_size + margin)
-        page = _page(await fetch(start, total - below - start + margin))
+        page = page_of(await fetch(start, total - below - start + margin))
         walked.pages += 1
         total = page.total if page.total is not None else total
         boundary = _first_at_or_below(page.ids, mark)
@@ -362,7 +252,7 @@ async def _locate(
     lo, hi = 0, total  # the first offset whose id is at or below the mark lies in [lo, hi]
     while lo < hi and walked.probes < MAX_PROBES:
         middle = (lo + hi) // 2
-        probe = _page(await fetch(middle, 2))
+        probe = page_of(await fetch(middle, 2))
         walked.probes += 1
         total = probe.total if probe.total is not None else total
         known = [i for i in probe.ids if i is not None]
@@ -378,7 +268,7 @@ async def _locate(
 async def _oldest_id(fetch: PageFetch[ItemT], total: int, walked: Walked[ItemT]) -> int | None:
     if total <= 0:
         return None
-    page = _page(await fetch(max(0, total - 1), 1))
+    page = page_of(await fetch(max(0, total - 1), 1))
     walked.probes += 1
     known = _known(page.ids)
     return known[-1] if known else None
@@ -393,7 +283,7 @@ async def _first_read(
         seen.setdefault(_item_id(item), item)
     offset, pages, page = head.listed, 1, head
     while page.listed >= page_size and pages < max_pages:
-        page = _page(await fetch(offset, page_size))
+        page = page_of(await fetch(offset, page_size))
         pages += 1
         for item in page:
             seen.setdefault(_item_id(item), item)
@@ -424,48 +314,3 @@ async def _newest_first(
             pages=max_pages,
         )
     return Walked(items, Position(top), pages=0)
-
-
-def _action_page(client: ActionLister, resource: str | None = None) -> PageFetch[Action]:
-    async def fetch(start: int, length: int) -> Sequence[Action]:
-        items, total = await client.list_actions(start=start, length=length, resource=resource)
-        return _page(items, total)
-
-    return fetch
-
-
-def _log_page(client: LogLister) -> PageFetch[LogEntry]:
-    async def fetch(start: int, length: int) -> Sequence[LogEntry]:
-        items, total = await client.list_logs(start=start, length=length)
-        return _page(items, total)
-
-    return fetch
-
-
-def _event_page(client: EventLister) -> PageFetch[GpuEvent]:
-    async def fetch(start: int, length: int) -> Sequence[GpuEvent]:
-        items, total = await client.list_events(offset=start, length=length)
-        return _page(items, total)
-
-    return fetch
-
-
-async def resume_actions(
-    client: ActionLister, position: Position | None, *, max_pages: int = DEFAULT_MAX_PAGES
-) -> Walked[Action]:
-    """Return the actions newer than `position`, oldest first, at most `max_pages` pages."""
-    return await resume_walk(_action_page(client), position, max_pages=max_pages)
-
-
-async def resume_logs(
-    client: LogLister, position: Position | None, *, max_pages: int = DEFAULT_MAX_PAGES
-) -> Walked[LogEntry]:
-    """Return the audit-log entries newer than `position`, oldest first."""
-    return await resume_walk(_log_page(client), position, max_pages=max_pages)
-
-
-async def resume_events(
-    client: EventLister, position: Position | None, *, max_pages: int = DEFAULT_MAX_PAGES
-) -> Walked[GpuEvent]:
-    """Return the k8sgpu events newer than `position`, oldest first."""
-    return await resume_walk(_event_page(client), position, max_pages=max_pages)

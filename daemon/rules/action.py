@@ -64,9 +64,13 @@ class Action(Protocol):
     """
 
     name: ClassVar[str]
-    params_model: ClassVar[type[ActionParams]]
     destructive: ClassVar[bool]
     depends_on: ClassVar[frozenset[str]]
+
+    @property
+    def params_model(self) -> type[ActionParams]:
+        """Return the model its parameters are validated with."""
+        ...
 
     async def run(self, ctx: ActionContext) -> Outcome:
         """Carry the decision out once and say how it went."""

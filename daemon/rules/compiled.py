@@ -148,9 +148,9 @@ class AutoscaleRule:
 
 @dataclass(frozen=True, slots=True)
 class BudgetScope:
-    """What a budget counts: `account`, `group`, `servers` (a selector) or `k8sgpu` (a cluster)."""
+    """What a budget counts: `account`, `group`, `servers` (a selector) or a GPU `cluster`."""
 
-    kind: Literal["account", "group", "servers", "k8sgpu"]
+    kind: Literal["account", "group", "servers", "cluster"]
     group: str | None = None
     servers: ServerSelector | None = None
     cluster: str | None = None
@@ -162,8 +162,8 @@ class BudgetScope:
         if self.kind == "servers":
             assert self.servers is not None
             return f"servers {self.servers.describe()}"
-        if self.kind == "k8sgpu":
-            return f"k8sgpu cluster {self.cluster}"
+        if self.kind == "cluster":
+            return f"GPU cluster {self.cluster}"
         return "account"
 
 

@@ -49,10 +49,8 @@ from daemon.rules.schema import (
     RuleModel,
 )
 from daemon.rules.selector import ServerSelector
+from daemon.rules.vocabulary import Vocabulary
 from daemon.rules.windows import Windows, parse_window
-
-# Providers whose API takes no snapshots: a risky action there must say `snapshot: none`.
-NO_SNAPSHOTS: Final = frozenset({"glesys"})
 
 MAX_FILE_BYTES: Final = 1024 * 1024
 MAX_NESTING: Final = 50
@@ -82,21 +80,22 @@ class RuleError(ConfigError):
         super().__init__("\n".join(str(problem) for problem in self.problems))
 
 
-def load_rules(paths: Sequence[Path], actions: Mapping[str, type[ActionParams]]) -> RuleSet:
+def load_rules(paths: Sequence[Path], vocabulary: Vocabulary) -> RuleSet:
     """Return the rules in these files and folders, or raise RuleError listing every problem."""
-    rules, problems = _load(paths, actions)
+    rules, problems = _load(paths, vocabulary)
     if problems:
         raise RuleError(problems)
     return rules
 
 
-def check_rules(paths: Sequence[Path], actions: Mapping[str, type[ActionParams]]) -> list[Problem]:
+def check_rules(paths: Sequence[Path], vocabulary: Vocabulary) -> list[Problem]:
     """Return every problem in these rule files and folders (empty when they are fine)."""
-    return _load(paths, actions)[1]
+    return _load(paths, vocabulary)[1]
 
 
-def rule_file_schema(actions: Mapping[str, type[ActionParams]]) -> dict[str, Any]:
+def rule_file_schema(vocabulary: Vocabulary) -> dict[str, Any]:
     """Return the JSON Schema of a rule file, with each action's parameters spelled out."""
+    actions = vocabulary.actions
     names = sorted(actions)
     models: list[type[BaseModel]] = [RuleFileModel, *(actions[name] for name in names)]
     refs, top = models_json_schema(
@@ -125,6 +124,9 @@ def rule_file_schema(actions: Mapping[str, type[ActionParams]]) -> dict[str, Any
     schema = dict(defs.pop(root_name))
     schema["$defs"] = defs
     schema["properties"]["rules"]["items"] = _rule_kinds(defs)
+    autoscale = defs.get("Autoscale", {}).get("properties", {}).get("provider")
+    if autoscale is not None:
+        autoscale["enum"] = list(vocabulary.autoscalable())
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
@@ -514,7 +516,7 @@ def _errors(
 class _Loading:
     """What loading all files gathers: rules, the guard, and where each name was first seen."""
 
-    actions: Mapping[str, type[ActionParams]]
+    vocabulary: Vocabulary
     cel: CelCompiler = field(default_factory=CelCompiler)
     rules: list[CompiledRule] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
@@ -539,10 +541,8 @@ class _Unsnapshotted:
     provider: str
 
 
-def _load(
-    paths: Sequence[Path], actions: Mapping[str, type[ActionParams]]
-) -> tuple[RuleSet, list[Problem]]:
-    state = _Loading(actions)
+def _load(paths: Sequence[Path], vocabulary: Vocabulary) -> tuple[RuleSet, list[Problem]]:
+    state = _Loading(vocabulary)
     for path, name in _rule_files(paths, state.problems):
         read = _read(path, name)
         state.files.append(name)
@@ -705,7 +705,20 @@ def _load_autoscale(
         found.extend(_errors(doc, exc, at))
         return None
     body = model.autoscale
-    if body.provider in NO_SNAPSHOTS and body.snapshot != "none":
+    autoscalable = state.vocabulary.autoscalable()
+    if body.provider not in autoscalable:
+        loc = (*at, "autoscale", "provider")
+        found.append(
+            Problem(
+                doc.name,
+                doc.line_of(loc),
+                _field_path(loc),
+                f"no provider {body.provider!r} can be autoscaled; one of "
+                f"{', '.join(autoscalable) or 'none'}",
+            )
+        )
+        return None
+    if not state.vocabulary.takes_snapshots(body.provider) and body.snapshot != "none":
         loc = (*at, "autoscale")
         state.unsnapshotted.append(
             _Unsnapshotted(
@@ -762,7 +775,7 @@ def _load_budget(
     elif scope.servers is not None:
         compiled = BudgetScope("servers", servers=ServerSelector.of(scope.servers.model_dump()))
     else:
-        compiled = BudgetScope("k8sgpu", cluster=scope.k8sgpu_cluster)
+        compiled = BudgetScope("cluster", cluster=scope.k8sgpu_cluster)
     steps: list[BudgetStep] = []
     for number, step in enumerate(body.enforce):
         common: dict[str, Any] = {
@@ -817,11 +830,15 @@ def _load_rule(
     on = raw.get("on") if isinstance(raw.get("on"), str) and raw.get("on") else None
     if on is not None and (reason := unknown_type(on)) is not None:
         found.append(Problem(doc.name, doc.line_of((*at, "on")), _field_path((*at, "on")), reason))
-    steps = _load_steps(doc, at, raw.get("do"), state.actions, found, on=on)
+    steps = _load_steps(doc, at, raw.get("do"), state.vocabulary.actions, found, on=on)
     for number, step in enumerate(steps or ()):
-        # Unset fields are not stored: set_cores defaults to Glesys, the rest to Seeweb.
-        provider = step.params.get("provider", "glesys" if step.action == "set_cores" else None)
-        if provider in NO_SNAPSHOTS and step.params.get("snapshot") != "none":
+        # Unset fields are not stored: the default is the action's first provider.
+        provider = step.params.get("provider", _default_provider(state.vocabulary, step.action))
+        if (
+            isinstance(provider, str)
+            and not state.vocabulary.takes_snapshots(provider)
+            and step.params.get("snapshot") != "none"
+        ):
             loc = (*at, "do", number, step.action)
             state.unsnapshotted.append(
                 _Unsnapshotted(
@@ -1035,3 +1052,10 @@ def _group_part(path: str) -> Callable[[Event], str]:
         return "" if value is MISSING or value is None else str(value)
 
     return part
+
+
+def _default_provider(vocabulary: Vocabulary, action: str) -> object:
+    """Return the provider an action's step acts on when it names none (None: not a server's)."""
+    model = vocabulary.actions.get(action)
+    found = model.model_fields.get("provider") if model is not None else None
+    return found.default if found is not None else None

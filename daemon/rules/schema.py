@@ -204,7 +204,7 @@ class AutoscaleModel(_Strict):
 
     model_config = ConfigDict(title="Autoscale")
 
-    provider: Literal["glesys", "seeweb"]
+    provider: Annotated[StrictStr, Field(min_length=1)]
     servers: ServerSelectorModel = Field(default_factory=ServerSelectorModel)
     metric: Literal["cpu"] = "cpu"
     up: ScaleUpModel

@@ -19,17 +19,18 @@ from pydantic import ValidationError
 from structlog.testing import LogCapture
 from test_clients_vs_sim import API_KEY, PASSWORD, fake_clock, k8sgpu
 
-from daemon.actions import action_params_models, default_registry
-from daemon.actions.pods import DeletePodAction, DeletePodParams
-from daemon.actions.server import ActionError, ServerClients
-from daemon.app import Daemon, build_clients
+from daemon.actions.server import ActionError
+from daemon.app import Daemon
 from daemon.cli import main
 from daemon.clock import FakeClock
-from daemon.config import load_config
+from daemon.facts import Facts
 from daemon.models import Decision, Event, Mode, OutcomeStatus
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Problems
 from daemon.policies.guard import SnapshotGuard
+from daemon.providers.k8sgpu.actions import DeletePodAction, DeletePodParams
+from daemon.providers.registry import BUILTIN, load_config, vocabulary
+from daemon.providers.spec import Wiring, client_settings
 from daemon.rules.action import ActionContext, params_as_data
 from daemon.rules.compiled import GuardSpec
 from daemon.rules.loader import RuleError, load_rules
@@ -104,7 +105,7 @@ class Rig:
     def __init__(self, h: SimHandle) -> None:
         self.h = h
         self.clock = fake_clock()
-        self.action = DeletePodAction(ServerClients(k8sgpu=k8sgpu(h, self.clock)))
+        self.action = DeletePodAction(k8sgpu(h, self.clock))
 
     def ctx(self, params: dict[str, Any], event: Event | None = None) -> ActionContext:
         """Return a decision's context on the rig's clock."""
@@ -227,7 +228,7 @@ async def test_a_pod_of_another_cluster_is_left_alone(rig: Rig) -> None:
 
 
 async def test_without_k8sgpu_the_action_says_what_to_configure() -> None:
-    action = DeletePodAction(ServerClients())
+    action = DeletePodAction(None)
     ctx = context({"pod": UNKNOWN}, None, FakeClock(START))
     with pytest.raises(ActionError, match=r"add a \[k8sgpu\] section"):
         await action.run(ctx)
@@ -248,7 +249,7 @@ def test_params_take_a_uuid_and_say_they_are_not_templated() -> None:
 
 
 def test_delete_pod_is_destructive_waits_for_k8sgpu_and_is_not_guarded() -> None:
-    action = DeletePodAction(ServerClients())
+    action = DeletePodAction(None)
     assert action.destructive
     assert action.depends_on == frozenset({"k8sgpu"})
     assert "delete_pod" not in GuardSpec().risky
@@ -259,9 +260,7 @@ def test_delete_pod_is_destructive_waits_for_k8sgpu_and_is_not_guarded() -> None
 
 def guard_with(spec: GuardSpec) -> SnapshotGuard:
     """Return a snapshot guard that applies this guard section."""
-    return SnapshotGuard(
-        clients=ServerClients(), spec=lambda: spec, metrics=Metrics(CollectorRegistry())
-    )
+    return SnapshotGuard(backends={}, spec=lambda: spec, metrics=Metrics(CollectorRegistry()))
 
 
 def test_schema_and_rules_know_delete_pod(
@@ -288,7 +287,7 @@ def test_schema_and_rules_know_delete_pod(
         "      - delete_pod: {cluster: skg00018, name: trainer}\n"
         f"      - delete_pod: {{pod: {UNKNOWN}}}\n"
     )
-    rule = load_rules([good], action_params_models()).rules[0]
+    rule = load_rules([good], vocabulary()).rules[0]
     assert [step.action for step in rule.steps] == ["delete_pod"] * 3
     assert rule.steps[2].params == {"pod": UNKNOWN}
 
@@ -301,7 +300,7 @@ def test_schema_and_rules_know_delete_pod(
         '      - delete_pod: {pod: "{{ event.data.uuid }}"}\n'
     )
     with pytest.raises(RuleError, match="leave `pod` out to use the pod of the k8sgpu event"):
-        load_rules([templated], action_params_models())
+        load_rules([templated], vocabulary())
 
 
 # -- in the daemon: sources and actions share one client ------------------------------------------
@@ -353,31 +352,29 @@ async def test_the_daemon_deletes_a_stray_pod_once(simulator: SimFactory, tmp_pa
     assert h.sim.world.pods[stray].in_deletion
 
 
-async def test_build_clients_builds_the_k8sgpu_client(
-    simulator: SimFactory, tmp_path: Path
-) -> None:
+async def test_the_registry_builds_the_k8sgpu_client(simulator: SimFactory, tmp_path: Path) -> None:
     h = await simulator(SCENARIO)
     config = load_config(gpu_daemon(h, tmp_path).config.path)
     metrics = Metrics(CollectorRegistry())
     async with aiohttp.ClientSession() as session:
-        clients = build_clients(
-            config,
-            session,
+        wiring = Wiring(
+            session=session,
             clock=FakeClock(START),
             log=logger()[0],
             metrics=metrics,
             problems=Problems(metrics=metrics, clock=FakeClock(START)),
+            facts=Facts(),
+            settings=client_settings(config),
+            secret=config.secret,
         )
-        registry = default_registry(
-            session=session,
-            clock=FakeClock(START),
-            log=logger()[0],
-            alerts=_NoAlerts(),
-            clients=clients,
+        built = BUILTIN.build(config, wiring)
+        registry = BUILTIN.actions(
+            built, session=session, clock=FakeClock(START), log=logger()[0], alerts=_NoAlerts()
         )
-    assert clients.k8sgpu is not None and clients.seeweb is None and clients.glesys is None
+    assert list(built.clients) == ["k8sgpu"]
+    assert [source.name for source in built.sources] == ["k8sgpu"]
     action = registry.get("delete_pod")
-    assert isinstance(action, DeletePodAction) and action.clients is clients
+    assert isinstance(action, DeletePodAction) and action.client is built.clients["k8sgpu"]
 
 
 class _NoAlerts:

@@ -42,9 +42,9 @@ from tls_cert import self_signed_cert
 
 from daemon.app import Daemon
 from daemon.clock import FakeClock
-from daemon.config import load_config
 from daemon.errors import ConfigError
 from daemon.observability.logging import configure_logging
+from daemon.providers.registry import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 

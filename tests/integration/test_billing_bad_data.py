@@ -19,9 +19,9 @@ from test_clients_vs_sim import API_KEY, PASSWORD, fake_clock, k8sgpu, seeweb, s
 from daemon.clock import FakeClock
 from daemon.facts import Facts
 from daemon.observability.metrics import Metrics
-from daemon.providers import ProviderError
+from daemon.providers.errors import ProviderError
+from daemon.providers.seeweb.sources.billing import BillingSource
 from daemon.simulator.http import Credentials
-from daemon.sources import BillingSource
 
 SERVERS = "/ecs/v2/billing/servers"
 SNAPSHOTS = "/ecs/v2/billing/snapshots"

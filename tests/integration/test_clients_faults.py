@@ -34,19 +34,18 @@ from test_clients_vs_sim import (
 )
 
 from daemon.clock import FakeClock
-from daemon.providers import (
+from daemon.providers.base import ClientSettings, HttpProvider
+from daemon.providers.errors import (
     AuthError,
     BadResponseError,
-    ClientSettings,
     ConflictError,
-    HttpProvider,
-    K8sGpuClient,
     NotFoundError,
     ProviderError,
     ProviderTimeout,
     RateLimitedError,
     ServerError,
 )
+from daemon.providers.k8sgpu.client import K8sGpuClient
 from daemon.secret import Secret
 from daemon.simulator.http import Credentials
 

@@ -22,9 +22,11 @@ import pytest
 from conftest import START, SimFactory, SimHandle
 
 from daemon.clock import FakeClock
-from daemon.providers import ClientSettings, K8sGpuClient, NotFoundError, SeewebClient
-from daemon.providers.base import RequestLog
-from daemon.providers.glesys import GlesysClient
+from daemon.providers.base import ClientSettings, RequestLog
+from daemon.providers.errors import NotFoundError
+from daemon.providers.glesys.client import GlesysClient
+from daemon.providers.k8sgpu.client import K8sGpuClient
+from daemon.providers.seeweb.client import SeewebClient
 from daemon.secret import Secret
 from daemon.simulator.ecs import IMAGES, server_bills, snapshot_bills, template_bills, to_csv
 from daemon.simulator.entities import REGIONS

@@ -23,10 +23,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from daemon.clock import FakeClock
-from daemon.providers import AuthError, ClientSettings, ConflictError, NotFoundError, SeewebClient
-from daemon.providers.glesys import GlesysClient
+from daemon.providers.base import ClientSettings
+from daemon.providers.errors import AuthError, ConflictError, NotFoundError
+from daemon.providers.glesys.client import GlesysClient
 from daemon.providers.plans import PlanCatalogue, family_of
 from daemon.providers.records import ItemProblem, PageItems
+from daemon.providers.seeweb.client import SeewebClient
 from daemon.secret import Secret
 
 RECORDED = Path(__file__).parent.parent / "fixtures" / "recorded"

@@ -14,9 +14,10 @@ from collections import Counter
 from conftest import SimFactory, SimHandle
 from test_clients_vs_sim import fake_clock, k8sgpu, seeweb, served, sim_ok, start
 
-from daemon.providers import K8sGpuClient
-from daemon.providers.pagination import new_actions, new_events
+from daemon.providers.k8sgpu.client import K8sGpuClient
+from daemon.providers.k8sgpu.listings import new_events
 from daemon.providers.records import GpuEvent
+from daemon.providers.seeweb.listings import new_actions
 
 POLLS = 30
 PAGE = 10

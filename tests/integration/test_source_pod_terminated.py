@@ -14,8 +14,8 @@ from test_clients_vs_sim import API_KEY, PASSWORD, fake_clock, k8sgpu
 from daemon.facts import Facts
 from daemon.models import Event
 from daemon.observability.metrics import Metrics
+from daemon.providers.k8sgpu.source import K8sGpuSource
 from daemon.simulator.http import Credentials
-from daemon.sources import K8sGpuSource
 from daemon.state.store import Cursor
 
 SCENARIO = """

@@ -35,22 +35,20 @@ from daemon.clock import FakeClock
 from daemon.facts import Facts
 from daemon.models import Event
 from daemon.observability.metrics import Metrics
-from daemon.providers import ClientSettings
+from daemon.providers.base import ClientSettings
+from daemon.providers.glesys.source import GlesysSource
+from daemon.providers.k8sgpu.source import K8sGpuSource
+from daemon.providers.seeweb.sources.actions import ActionsSource
+from daemon.providers.seeweb.sources.billing import BillingSource
+from daemon.providers.seeweb.sources.logs import LogsSource
+from daemon.providers.seeweb.sources.metrics import MetricsSource
 from daemon.rules.events import find
 from daemon.simulator.ecs import server_bills, snapshot_bills, template_bills
 from daemon.simulator.http import Credentials
 from daemon.simulator.k8sgpu import billing_lines
 from daemon.simulator.world import month_bounds
-from daemon.sources import (
-    ActionsSource,
-    BillingSource,
-    GlesysSource,
-    K8sGpuSource,
-    LogsSource,
-    MetricsSource,
-    Source,
-    SourceJob,
-)
+from daemon.sources.base import Source
+from daemon.sources.scheduler import SourceJob
 from daemon.state.store import Cursor
 
 

@@ -6,7 +6,6 @@ for it (one problem per line), with the file named as given: checks run inside `
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -14,11 +13,12 @@ from typing import Any, Literal
 import pytest
 from pydantic import Field
 
-from daemon.actions import action_params_models
 from daemon.durations import Seconds
 from daemon.notify.alerts import unknown_routes
+from daemon.providers.registry import BUILTIN, vocabulary
 from daemon.rules.action import ActionParams
 from daemon.rules.loader import RuleError, check_rules, load_rules
+from daemon.rules.vocabulary import Vocabulary
 
 HERE = Path(__file__).parent
 VALID = sorted((HERE / "valid").glob("*.yaml"))
@@ -37,7 +37,8 @@ class WebhookParams(ActionParams):
     timeout: Seconds = 10.0
 
 
-ACTIONS: Mapping[str, type[ActionParams]] = {"log": LogParams, "webhook": WebhookParams}
+# The shipped providers, and only the two actions these rules use.
+ACTIONS = Vocabulary({"log": LogParams, "webhook": WebhookParams}, BUILTIN.traits)
 
 
 def problem_lines(paths: list[Path]) -> str:
@@ -125,12 +126,12 @@ def test_problems_from_every_file_are_listed(monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[path.name for path in EXAMPLES])
 def test_example_rule_files_pass_check_with_the_real_actions(path: Path) -> None:
-    assert [str(problem) for problem in check_rules([path], action_params_models())] == []
+    assert [str(problem) for problem in check_rules([path], vocabulary())] == []
 
 
 def test_the_examples_load_together_and_alert_to_the_documented_routes() -> None:
     assert len(EXAMPLES) >= 3
-    rules = load_rules(EXAMPLES, action_params_models())
+    rules = load_rules(EXAMPLES, vocabulary())
     assert rules.guard is not None
     assert {step.action for rule in rules.rules for step in rule.steps} <= {"alert", "log"}
     # deploy/cloudpilot.toml configures these two routes; the shipped rules use no others.
@@ -142,7 +143,7 @@ def test_the_examples_do_what_their_comments_say() -> None:
     from daemon.facts import Facts
     from daemon.models import Event
 
-    engine = Engine(load_rules(EXAMPLES, action_params_models()), stale_after=3600)
+    engine = Engine(load_rules(EXAMPLES, vocabulary()), stale_after=3600)
     now = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 
     def event(kind: str, key: str, resource: str, /, **data: Any) -> Event:

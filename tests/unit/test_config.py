@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import load_config
 from daemon.errors import ConfigError
+from daemon.providers.registry import load_config
 
 
 def write(folder: Path, text: str, **secrets: str) -> Path:
@@ -28,8 +28,8 @@ def test_an_empty_file_gives_safe_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, ""), environ={})
     assert config.model.http.listen == "127.0.0.1:9464"
     assert config.rule_paths == (tmp_path / "rules/",)
-    assert config.model.seeweb is None
-    assert config.model.poll.actions == 30.0
+    assert config.model.provider("seeweb") is None
+    assert config.model.interval("actions") == 30.0
     assert config.secrets == {}
 
 
@@ -43,8 +43,8 @@ def test_durations_paths_and_secrets_resolve_next_to_the_config(tmp_path: Path) 
     config = load_config(path, environ={})
     assert config.rule_paths == (tmp_path / "mine.yaml", Path("/abs/rules"))
     assert config.state_path == tmp_path / "s.db"
-    assert config.model.poll.actions == 0.5
-    assert config.model.poll.billing == 7200.0
+    assert config.model.interval("actions") == 0.5
+    assert config.model.interval("billing") == 7200.0
     assert config.secret("seeweb.token_file").reveal() == "tok-123"
     assert "tok-123" not in repr(config)
 
@@ -129,7 +129,7 @@ def test_a_provider_url_over_plain_http_is_refused_unless_it_is_loopback(tmp_pat
     simulator = write(
         tmp_path, '[seeweb]\nurl = "http://127.0.0.1:8080"\ntoken_file = "t"\n', t="token"
     )
-    assert load_config(simulator, environ={}).model.seeweb is not None
+    assert load_config(simulator, environ={}).model.provider("seeweb") is not None
 
 
 def test_provider_limits_are_sizes_and_durations(tmp_path: Path) -> None:

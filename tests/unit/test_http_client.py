@@ -21,22 +21,21 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from daemon.clock import FakeClock
-from daemon.providers import (
+from daemon.providers.base import ClientSettings, ProblemObserver
+from daemon.providers.errors import (
     AuthError,
     BadResponseError,
-    ClientSettings,
     ConflictError,
-    K8sGpuClient,
     NotFoundError,
     ProviderError,
     ProviderTimeout,
     ProviderUnreachable,
     RateLimitedError,
-    SeewebClient,
     ServerError,
 )
-from daemon.providers.base import ProblemObserver
+from daemon.providers.k8sgpu.client import K8sGpuClient
 from daemon.providers.records import ItemProblem, PageItems
+from daemon.providers.seeweb.client import SeewebClient
 from daemon.secret import Secret
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -10,16 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon.providers.errors import PaginationLimitError
-from daemon.providers.pagination import (
-    Position,
-    new_actions,
-    new_events,
-    new_logs,
-    resume_actions,
-    resume_events,
-    resume_logs,
-)
+from daemon.providers.k8sgpu.listings import new_events, resume_events
+from daemon.providers.pagination import Position
 from daemon.providers.records import Action, GpuEvent, LogEntry, PageItems
+from daemon.providers.seeweb.listings import new_actions, new_logs, resume_actions, resume_logs
 
 
 class Feed:

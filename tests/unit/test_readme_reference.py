@@ -19,10 +19,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
-from daemon.actions import action_params_models
 from daemon.cli import _parser
 from daemon.notify.alerts import unknown_routes
 from daemon.observability.metrics import Metrics
+from daemon.providers.registry import vocabulary
 from daemon.rules.compiled import RuleSet
 from daemon.rules.loader import check_rules, load_rules
 
@@ -111,9 +111,9 @@ def load_example(block: Block, folder: Path) -> RuleSet:
             line,
         )
 
-    problems = [in_readme(str(problem)) for problem in check_rules([path], action_params_models())]
+    problems = [in_readme(str(problem)) for problem in check_rules([path], vocabulary())]
     assert problems == [], "the README's example rule file does not load"
-    rules = load_rules([path], action_params_models())
+    rules = load_rules([path], vocabulary())
     unknown = [in_readme(line) for line in unknown_routes(rules, example_routes())]
     assert unknown == [], f"the example names routes {EXAMPLE_CONFIG.name} does not define"
     return rules

@@ -24,7 +24,7 @@ from daemon.providers.records import (
     ServerStatus,
     parse_record,
 )
-from daemon.providers.seeweb import _ServerCreated
+from daemon.providers.seeweb.client import _ServerCreated
 
 
 class _Logs(Record):
@@ -183,7 +183,7 @@ def test_metrics_nested_series_are_flattened() -> None:
 
 
 def test_one_bad_item_is_left_out_and_reported_once_with_its_name() -> None:
-    from daemon.providers.seeweb import _PlansPage
+    from daemon.providers.seeweb.client import _PlansPage
 
     good = {"name": "eCS1", "cpu": "1", "montly_price": 14.0}
     nested_bad = {
@@ -207,14 +207,14 @@ def test_one_bad_item_is_left_out_and_reported_once_with_its_name() -> None:
 
 
 def test_without_a_problem_list_a_bad_item_fails_the_whole_answer() -> None:
-    from daemon.providers.seeweb import _PlansPage
+    from daemon.providers.seeweb.client import _PlansPage
 
     with pytest.raises(RecordError, match=r"plans\[1\]\.cpu: invalid integer"):
         parse_record(_PlansPage, {"plans": [{"name": "a", "cpu": 1}, {"name": "b", "cpu": "x"}]})
 
 
 def test_a_list_that_is_not_a_list_still_fails_the_answer() -> None:
-    from daemon.providers.seeweb import _PlansPage
+    from daemon.providers.seeweb.client import _PlansPage
 
     with pytest.raises(RecordError, match="plans: input should be a valid tuple"):
         parse_record(_PlansPage, {"plans": "none"}, problems=[])
@@ -236,7 +236,7 @@ def test_hosts_list_their_servers_as_objects_names_or_nothing(servers: Any) -> N
     "regions", [[["it-fr2", "it-mi2"]], ["it-fr2", "it-mi2"], [{"location": "it-fr2"}, "it-mi2"]]
 )
 def test_available_regions_come_nested_or_flat(regions: Any) -> None:
-    from daemon.providers.seeweb import _AvailableRegions
+    from daemon.providers.seeweb.client import _AvailableRegions
 
     assert list(_AvailableRegions.model_validate({"regions": regions}).regions) == [
         "it-fr2",

@@ -7,15 +7,15 @@ import pytest
 from action_fakes import GatedAction, capture_logger, events_named, make_decision
 from pydantic import ValidationError
 
-from daemon.actions import action_params_models, default_registry
 from daemon.actions.base import ActionRegistry
 from daemon.actions.log import LogAction, LogParams
-from daemon.actions.pods import DeletePodParams
 from daemon.actions.server import ServerParams, SetCoresParams
 from daemon.actions.webhook import WebhookParams
 from daemon.clock import FakeClock
 from daemon.models import Decision, Outcome, OutcomeStatus
 from daemon.notify.alert_action import AlertParams
+from daemon.providers.k8sgpu.actions import DeletePodParams
+from daemon.providers.registry import BUILTIN, Built, vocabulary
 from daemon.rules.action import ActionContext
 
 
@@ -64,7 +64,9 @@ async def test_default_registry_has_the_built_in_actions() -> None:
     log, _ = capture_logger()
     raiser = _Raiser()
     async with aiohttp.ClientSession() as session:
-        registry = default_registry(session=session, clock=FakeClock(), log=log, alerts=raiser)
+        registry = BUILTIN.actions(
+            Built(), session=session, clock=FakeClock(), log=log, alerts=raiser
+        )
     assert list(registry) == [
         "alert",
         "delete_pod",
@@ -77,17 +79,19 @@ async def test_default_registry_has_the_built_in_actions() -> None:
     ]
     assert "webhook" in registry
     assert "delete_server" not in registry
-    assert registry.params_models() == {
+    models = registry.params_models()
+    assert {name: models[name] for name in ("alert", "delete_pod", "log", "webhook")} == {
         "alert": AlertParams,
         "delete_pod": DeletePodParams,
         "log": LogParams,
-        "power_off": ServerParams,
-        "power_on": ServerParams,
-        "set_cores": SetCoresParams,
-        "snapshot": ServerParams,
         "webhook": WebhookParams,
     }
-    assert action_params_models() == registry.params_models()
+    # The server actions' parameters name the providers that offer each one.
+    assert issubclass(models["set_cores"], SetCoresParams)
+    assert all(issubclass(models[name], ServerParams) for name in ("power_off", "snapshot"))
+    assert models["set_cores"].model_fields["provider"].default == "glesys"
+    assert models["power_off"].model_fields["provider"].default == "seeweb"
+    assert vocabulary().actions == models
     assert not registry.get("webhook").destructive
     decision = make_decision(action="alert", params={"summary": "s", "to": ["oncall"]})
     ctx = ActionContext(decision=decision, clock=FakeClock(), log=log, timeout_s=5.0)

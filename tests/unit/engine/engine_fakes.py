@@ -11,9 +11,11 @@ from pydantic import Field
 
 from daemon.durations import Seconds
 from daemon.models import Event, Mode
+from daemon.providers.registry import BUILTIN
 from daemon.rules.action import ActionParams
 from daemon.rules.compiled import RuleSet
 from daemon.rules.loader import check_rules, load_rules
+from daemon.rules.vocabulary import Vocabulary
 
 T0 = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 
@@ -29,7 +31,8 @@ class WebhookParams(ActionParams):
     timeout: Seconds = 10.0
 
 
-ACTIONS: Mapping[str, type[ActionParams]] = {"log": LogParams, "webhook": WebhookParams}
+# The shipped providers, and only the two actions these rules use.
+ACTIONS = Vocabulary({"log": LogParams, "webhook": WebhookParams}, BUILTIN.traits)
 
 
 def load_text(tmp_path: Path, text: str) -> RuleSet:

@@ -89,7 +89,7 @@ def test_each_scope_kind_compiles(tmp_path: Path) -> None:
     )
     assert budgets["batch-cap"].scope.describe() == "servers name=batch-*"
     assert budgets["batch-cap"].enabled is False
-    assert budgets["gpu-cap"].scope == BudgetScope("k8sgpu", cluster="c1")
+    assert budgets["gpu-cap"].scope == BudgetScope("cluster", cluster="c1")
 
 
 def test_defaults_apply_when_unsaid(tmp_path: Path) -> None:

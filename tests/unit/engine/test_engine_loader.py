@@ -14,6 +14,7 @@ from daemon.errors import ConfigError
 from daemon.models import Mode
 from daemon.rules.compiled import GuardSpec, RunOptions
 from daemon.rules.loader import Problem, RuleError, check_rules, load_rules, rule_file_schema
+from daemon.rules.vocabulary import Vocabulary
 
 GOOD = """\
 rules:
@@ -295,7 +296,7 @@ def test_an_unreadable_rules_folder_is_a_problem_not_a_traceback(
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(Path, "iterdir", refuse)
-    problems = check_rules([folder], {})
+    problems = check_rules([folder], Vocabulary({}))
     assert [str(problem) for problem in problems] == [
         f"{folder}: file: cannot read the folder: Permission denied"
     ]

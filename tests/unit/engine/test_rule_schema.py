@@ -11,7 +11,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from daemon.actions import action_params_models
+from daemon.providers.registry import vocabulary
 from daemon.rules.loader import SCHEMA_ID, parse_yaml, rule_file_schema
 
 REPO = Path(__file__).resolve().parents[3]
@@ -19,7 +19,7 @@ SHIPPED = sorted((REPO / "rules").glob("*.yaml"))
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 
-SCHEMA = rule_file_schema(action_params_models())
+SCHEMA = rule_file_schema(vocabulary())
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from daemon.actions import action_params_models
 from daemon.clock import FakeClock
 from daemon.engine import Engine
 from daemon.engine.engine import Evaluation
@@ -21,6 +20,7 @@ from daemon.notifications import AlertStatus, Notification
 from daemon.notify.alerts import AlertBook
 from daemon.observability.logging import get_logger
 from daemon.observability.metrics import Metrics
+from daemon.providers.registry import vocabulary
 from daemon.rules.compiled import RuleSet
 from daemon.rules.loader import load_rules
 from daemon.rules.memory import MemoryKind
@@ -136,7 +136,7 @@ async def book(tmp_path: Path) -> AsyncIterator[Book]:
     store = SqliteStore(tmp_path / "state.db", clock=clock)
     await store.open()
     (tmp_path / "rules.yaml").write_text(RULES)
-    rules = load_rules([tmp_path / "rules.yaml"], action_params_models())
+    rules = load_rules([tmp_path / "rules.yaml"], vocabulary())
     metrics = Metrics(CollectorRegistry())
     woken: list[set[str]] = []
     facts = Facts()
@@ -296,7 +296,7 @@ async def test_identities_longer_than_pagerduty_allows_are_hashed(book: Book) ->
 
 def test_routes_must_exist(tmp_path: Path) -> None:
     (tmp_path / "rules.yaml").write_text(RULES)
-    rules = load_rules([tmp_path / "rules.yaml"], action_params_models())
+    rules = load_rules([tmp_path / "rules.yaml"], vocabulary())
     clock = FakeClock(T0)
     alert_book = AlertBook(
         rules=RuleSet(),

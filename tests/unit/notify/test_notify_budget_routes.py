@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.actions import action_params_models
 from daemon.notify.alerts import unknown_routes
+from daemon.providers.registry import vocabulary
 from daemon.rules.compiled import BudgetRule, BudgetScope, RuleSet
 from daemon.rules.loader import load_rules
 
@@ -35,7 +35,7 @@ rules:
 def test_budget_routes_must_exist(tmp_path: Path) -> None:
     path = tmp_path / "budgets.yaml"
     path.write_text(RULES)
-    rules = load_rules([path], action_params_models())
+    rules = load_rules([path], vocabulary())
 
     assert [budget.name for budget in rules.budgets] == ["gpu-cap", "account-cap", "quiet-cap"]
     assert unknown_routes(rules, ["oncall", "pager"]) == [

@@ -12,10 +12,11 @@ import pytest
 from sender_fakes import make_clock, make_notification, receiver
 from tls_cert import self_signed_cert
 
-from daemon.config import Config, load_config
+from daemon.config import Config
 from daemon.errors import ConfigError
 from daemon.notifications import Verdict
 from daemon.notify.senders import build_senders
+from daemon.providers.registry import load_config
 
 PATH_TOKEN = "T0K3N-in-the-path"
 

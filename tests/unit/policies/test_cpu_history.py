@@ -7,12 +7,12 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from daemon.actions import action_params_models
 from daemon.clock import FakeClock
 from daemon.facts import CpuSample, Facts
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Problems
 from daemon.policies.autoscale import AutoscalePolicy
+from daemon.providers.registry import BUILTIN, vocabulary
 from daemon.rules.compiled import RuleSet
 from daemon.rules.loader import load_rules
 
@@ -32,13 +32,15 @@ rules:
 def load_text(tmp_path: Path, text: str) -> RuleSet:
     path = tmp_path / "rules.yaml"
     path.write_text(text)
-    return load_rules([path], action_params_models())
+    return load_rules([path], vocabulary())
 
 
 def policy(facts: Facts) -> AutoscalePolicy:
     metrics = Metrics(CollectorRegistry())
     problems = Problems(metrics=metrics, clock=FakeClock(T0))
-    return AutoscalePolicy(facts=facts, metrics=metrics, problems=problems)
+    return AutoscalePolicy(
+        facts=facts, metrics=metrics, problems=problems, providers=BUILTIN.traits
+    )
 
 
 def fill(facts: Facts, hours: int) -> None:

@@ -35,7 +35,7 @@ HOURS_LEFT = 20 * 24 + 12  # from T0 to 2026-12-01 00:00 UTC
 ACCOUNT = BudgetScope("account")
 GROUP_EG1 = BudgetScope("group", group="eg1")
 BATCH_SERVERS = BudgetScope("servers", servers=ServerSelector.of({"notes": "*batch*"}))
-CLUSTER_C1 = BudgetScope("k8sgpu", cluster="c1")
+CLUSTER_C1 = BudgetScope("cluster", cluster="c1")
 
 PLANS = (
     Plan(name="eCS2", cpu=2, hourly_price=0.5),
@@ -247,6 +247,7 @@ def model(facts: Facts, power: dict[str, str] | None = None) -> SpendModel:
         plans=lambda: PlanCatalogue(PLANS),
         gpu_prices=GPU_PRICES,
         power=lambda name: states.get(name),
+        billed="seeweb",
     )
 
 
@@ -258,7 +259,7 @@ def test_billed_counts_each_scope_s_own_rows() -> None:
     assert spender.billed(GROUP_EG1, bills) == pytest.approx(100 + 7)
     assert spender.billed(BATCH_SERVERS, bills) == pytest.approx(50 + 7)
     assert spender.billed(CLUSTER_C1, bills) == pytest.approx(30)
-    assert spender.billed(BudgetScope("k8sgpu", cluster="nowhere"), bills) == 0.0
+    assert spender.billed(BudgetScope("cluster", cluster="nowhere"), bills) == 0.0
 
 
 def test_account_spend_is_billed_plus_the_burn_since_the_bill() -> None:
@@ -320,12 +321,12 @@ def test_a_gpu_cluster_counts_only_its_rows_and_pods() -> None:
 
 
 def test_a_gpu_class_absent_from_the_table_uses_what_the_bill_charged_per_hour() -> None:
-    spend, _ = model(make_facts()).spend("c2-cap", BudgetScope("k8sgpu", cluster="c2"), T0)
+    spend, _ = model(make_facts()).spend("c2-cap", BudgetScope("cluster", cluster="c2"), T0)
     assert spend.rate == pytest.approx(1.0)
     facts = make_facts()
     facts.pods["p5"] = pod("p5", "c2", "a100")
-    spender = SpendModel(facts, plans=lambda: PlanCatalogue(PLANS), gpu_prices={})
-    spend, _ = spender.spend("c2-cap", BudgetScope("k8sgpu", cluster="c2"), T0)
+    spender = SpendModel(facts, plans=lambda: PlanCatalogue(PLANS), gpu_prices={}, billed="seeweb")
+    spend, _ = spender.spend("c2-cap", BudgetScope("cluster", cluster="c2"), T0)
     assert spend.rate == pytest.approx(1.0 + 3.0)  # a100 learned from c1's row: 30 / 10
 
 

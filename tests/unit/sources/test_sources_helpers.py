@@ -12,8 +12,8 @@ from structlog.testing import capture_logs
 
 from daemon.providers.pagination import Position, Walked
 from daemon.providers.records import ServerBill, ServerBilling
+from daemon.providers.seeweb.sources.billing import estimate_billed_until
 from daemon.sources.base import cursor_int, cursor_map, cursor_set, gather_limited, walk
-from daemon.sources.billing import estimate_billed_until
 
 NOW = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 

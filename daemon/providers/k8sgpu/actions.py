@@ -11,9 +11,10 @@ from typing import Annotated, ClassVar
 
 from pydantic import AfterValidator, Field
 
-from daemon.actions.server import ActionError, ServerClients
+from daemon.actions.server import ActionError
 from daemon.models import Outcome, OutcomeStatus
 from daemon.providers.errors import ConflictError, NotFoundError
+from daemon.providers.k8sgpu.client import K8sGpuClient
 from daemon.providers.records import Pod
 from daemon.rules.action import ActionContext, ActionParams
 
@@ -71,8 +72,14 @@ class DeletePodAction:
     destructive: ClassVar[bool] = True
     depends_on: ClassVar[frozenset[str]] = frozenset({"k8sgpu"})
 
-    def __init__(self, clients: ServerClients) -> None:
-        self.clients = clients
+    def __init__(self, client: K8sGpuClient | None) -> None:
+        self.client = client
+
+    def need_client(self) -> K8sGpuClient:
+        """Return the Serverless GPU client, or raise ActionError if it is not configured."""
+        if self.client is None:
+            raise ActionError("k8sgpu is not configured: add a [k8sgpu] section to the config")
+        return self.client
 
     def target(self, ctx: ActionContext) -> tuple[str, str]:
         """Return the pod's uuid (the `pod` parameter, else the event's) and a label for it."""
@@ -95,7 +102,7 @@ class DeletePodAction:
 
     async def _read(self, ctx: ActionContext, uuid: str, label: str) -> Pod:
         """Return the pod; raise ActionError if it belongs to another tenant than `cluster`."""
-        pod = await self.clients.need_k8sgpu().get_pod(uuid)
+        pod = await self.need_client().get_pod(uuid)
         cluster = ctx.params(DeletePodParams).cluster
         if cluster is not None and pod.cluster != cluster:
             raise ActionError(f"{label} is in cluster {pod.cluster!r}, not {cluster!r}: left alone")
@@ -104,7 +111,7 @@ class DeletePodAction:
     async def run(self, ctx: ActionContext) -> Outcome:
         """Ask for the pod's deletion unless it is gone, terminated or already in deletion."""
         uuid, label = self.target(ctx)
-        client = self.clients.need_k8sgpu()
+        client = self.need_client()
         try:
             pod = await self._read(ctx, uuid, label)
         except NotFoundError:

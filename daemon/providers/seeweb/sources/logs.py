@@ -9,9 +9,9 @@ from daemon.clock import Clock
 from daemon.facts import Facts
 from daemon.models import Event
 from daemon.providers.base import RequestLog
-from daemon.providers.pagination import resume_logs
 from daemon.providers.records import LogEntry
-from daemon.providers.seeweb import SeewebClient
+from daemon.providers.seeweb.client import SeewebClient
+from daemon.providers.seeweb.listings import resume_logs
 from daemon.sources.base import iso, walk
 from daemon.state.store import Cursor
 

@@ -14,9 +14,9 @@ from daemon.facts import Facts, MonthBills, MonthCost
 from daemon.models import Event
 from daemon.observability.metrics import Metrics
 from daemon.providers.errors import ProviderError
-from daemon.providers.k8sgpu import K8sGpuClient
+from daemon.providers.k8sgpu.client import K8sGpuClient
 from daemon.providers.records import GpuPodBill, ServerBilling
-from daemon.providers.seeweb import SeewebClient
+from daemon.providers.seeweb.client import SeewebClient
 from daemon.sources.base import cursor_map, drop_series, iso
 from daemon.state.store import Cursor
 

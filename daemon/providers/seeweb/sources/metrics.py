@@ -13,7 +13,7 @@ from daemon.models import Event
 from daemon.observability.metrics import Metrics
 from daemon.providers.errors import NotFoundError
 from daemon.providers.records import MetricSample, Server, ServerMetrics
-from daemon.providers.seeweb import SeewebClient
+from daemon.providers.seeweb.client import SeewebClient
 from daemon.sources.base import DEFAULT_CONCURRENCY, cursor_map, drop_series, gather_limited
 from daemon.state.store import Cursor
 

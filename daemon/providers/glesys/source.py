@@ -11,7 +11,7 @@ from daemon.models import Event
 from daemon.observability.metrics import Metrics
 from daemon.providers.base import RequestLog
 from daemon.providers.errors import ProviderError
-from daemon.providers.glesys import (
+from daemon.providers.glesys.client import (
     GlesysAllowedArguments,
     GlesysClient,
     GlesysServerSummary,

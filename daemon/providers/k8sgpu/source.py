@@ -10,8 +10,8 @@ from daemon.facts import Facts, PodFact
 from daemon.models import Event
 from daemon.observability.metrics import Metrics
 from daemon.providers.base import RequestLog
-from daemon.providers.k8sgpu import K8sGpuClient
-from daemon.providers.pagination import resume_events
+from daemon.providers.k8sgpu.client import K8sGpuClient
+from daemon.providers.k8sgpu.listings import resume_events
 from daemon.providers.records import GpuEvent, Pod
 from daemon.sources.base import cursor_set, iso, walk
 from daemon.state.store import Cursor

@@ -10,9 +10,9 @@ from daemon.facts import Facts
 from daemon.models import Event
 from daemon.providers.base import RequestLog
 from daemon.providers.errors import NotFoundError
-from daemon.providers.pagination import resume_actions
 from daemon.providers.records import Action
-from daemon.providers.seeweb import SeewebClient
+from daemon.providers.seeweb.client import SeewebClient
+from daemon.providers.seeweb.listings import resume_actions
 from daemon.sources.base import cursor_map, cursor_set, iso, walk
 from daemon.state.store import Cursor
 

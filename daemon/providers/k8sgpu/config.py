@@ -1,0 +1,13 @@
+"""The `[k8sgpu]` config section."""
+
+from __future__ import annotations
+
+from daemon.config import ProviderUrl, Section
+
+
+class K8sGpuConfig(Section):
+    """The Seeweb Serverless GPU API: a username and a password file."""
+
+    url: ProviderUrl = "https://api.seeweb.it"
+    username: str
+    password_file: str

@@ -40,6 +40,7 @@ bench: $(BIN)/cloudpilot
 	$(BIN)/python -m bench.engine
 	$(BIN)/python -m bench.daemon
 	$(BIN)/python -m bench.cpu_history
+	$(BIN)/python -m bench.scrape
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -522,9 +522,7 @@ class Daemon:
         sources = f"{up}/{len(jobs)} sources up"
         if failing:
             sources += f" ({', '.join(failing)} failing)"
-        firing = round(
-            sum(s.value for m in self.metrics.alerts_firing.collect() for s in m.samples)
-        )
+        firing = self._alerts.firing if self._alerts is not None else 0
         last = max(self.facts.polled_at.values(), default=None)
         polled = f"last poll {last:%H:%M} UTC" if last is not None else "no poll yet"
         return f"{sources}, {firing} alert{'' if firing == 1 else 's'} firing, {polled}"

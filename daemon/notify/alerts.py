@@ -17,7 +17,7 @@ import dataclasses
 import fnmatch
 import json
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -38,6 +38,7 @@ from daemon.notifications import (
 )
 from daemon.notify.alert_action import AlertParams, ResolveParams
 from daemon.notify.templates import AlertTemplate
+from daemon.observability.collector import Sample
 from daemon.observability.metrics import Metrics
 from daemon.rules.compiled import CompiledRule, RuleSet
 from daemon.rules.match import MISSING, value_getter
@@ -172,8 +173,12 @@ class AlertBook:
         self._rules = rules
         self._resolvers: list[_Resolver] = []
         self._by_type: dict[str, list[_Resolver]] = {}
-        self._gauged: set[str] = set()
+        # Alerts firing by rule, as the store last said. A rule whose alerts all resolved reads
+        # 0 (not absent) while it is loaded, so a query on it sees them end.
+        self._firing: dict[str, int] = {}
+        self._loaded: frozenset[str] = frozenset()
         self.replace_rules(rules)
+        metrics.read_from(self.series)
 
     def replace_rules(self, rules: RuleSet) -> None:
         """Use new rules: their alert steps say which events resolve which alerts."""
@@ -189,6 +194,12 @@ class AlertBook:
                         _Resolver(rule.name, tuple(resolve.on), tuple(resolve.same))
                     )
         self._by_type = {}
+        self._loaded = frozenset(
+            [rule.name for rule in rules.rules]
+            + [rule.name for rule in rules.autoscale]
+            + [rule.name for rule in rules.budgets]
+        )
+        self._firing = {rule: n for rule, n in self._firing.items() if n or rule in self._loaded}
 
     def unknown_routes(self, rules: RuleSet) -> list[str]:
         """Return a problem per alert step naming a route the config does not have."""
@@ -234,15 +245,22 @@ class AlertBook:
                 self._log.error("alert_gauge_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def count_firing(self) -> None:
-        """Set the firing-alerts gauge from the store, for every rule that has or had one."""
-        counts: dict[str, int] = {}
+        """Count the alerts firing by rule in the store (0 for a rule whose alerts resolved)."""
+        counts = {rule: 0 for rule in self._firing if rule in self._loaded}
         for alert in await self._store.firing_alerts():
             counts[alert.rule] = counts.get(alert.rule, 0) + 1
-        for rule in self._gauged - counts.keys():
-            self._metrics.alerts_firing.labels(rule).set(0)
-        for rule, count in counts.items():
-            self._metrics.alerts_firing.labels(rule).set(count)
-        self._gauged = set(counts) | self._gauged
+        self._firing = counts
+
+    @property
+    def firing(self) -> int:
+        """Return how many alerts fire now, as last counted."""
+        return sum(self._firing.values())
+
+    def series(self) -> Iterator[Sample]:
+        """Return the alerts firing by rule (the scrape's reader)."""
+        gauge = self._metrics.alerts_firing
+        for rule, count in self._firing.items():
+            yield gauge, (rule,), count
 
     async def raise_alert(self, decision: Decision) -> Outcome:
         """Raise a decision's alert in a transaction of its own (the runner's path)."""

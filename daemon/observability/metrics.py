@@ -1,4 +1,9 @@
-"""Every Prometheus series the daemon exports, on one injected registry."""
+"""Every Prometheus series the daemon exports, on one injected registry.
+
+Counters, histograms and the few process-wide gauges are set as things happen. The per-object
+gauges (servers, autoscale verdicts, budgets, alerts, holds, month cost) are `StateGauge`s, read
+from their owners' state at scrape time: see `daemon/observability/collector.py`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import platform
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from daemon import __version__
+from daemon.observability.collector import Reader, StateCollector
 
 _POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _ACTION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 1800.0)
@@ -18,6 +24,8 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # The gauges read from state; registered last, once all are declared.
+        self.state = state = StateCollector()
         self.build_info = Info(
             "cloudpilot_build", "The running Cloudpilot version.", registry=registry
         )
@@ -144,11 +152,10 @@ class Metrics:
         )
 
         # Alerts and notifications: labelled by rule and by configured route, both bounded.
-        self.alerts_firing = Gauge(
+        self.alerts_firing = state.gauge(
             "cloudpilot_alerts_firing",
             "Alerts firing now, by rule.",
             ["rule"],
-            registry=registry,
         )
         self.alert_changes = Counter(
             "cloudpilot_alert_changes_total",
@@ -184,17 +191,15 @@ class Metrics:
         )
 
         # Mission gauges: bounded by the servers watched, the clusters and the budget scopes.
-        self.server_cores = Gauge(
+        self.server_cores = state.gauge(
             "cloudpilot_server_cores",
             "Cores of a watched server.",
             ["provider", "server"],
-            registry=registry,
         )
-        self.server_cpu = Gauge(
+        self.server_cpu = state.gauge(
             "cloudpilot_server_cpu_ratio",
             "CPU use of a watched server as a share of its cores (0 to 1), latest sample.",
             ["provider", "server"],
-            registry=registry,
         )
         self.gpu_pods = Gauge(
             "cloudpilot_k8sgpu_pods",
@@ -202,11 +207,10 @@ class Metrics:
             ["cluster", "runtime_class"],
             registry=registry,
         )
-        self.month_cost = Gauge(
+        self.month_cost = state.gauge(
             "cloudpilot_month_to_date_cost_euros",
             "Spend in the current calendar month, by budget scope.",
             ["scope"],
-            registry=registry,
         )
 
         # The guard and autoscale.
@@ -227,70 +231,60 @@ class Metrics:
             "Cloudpilot's own old snapshots deleted to keep `keep_snapshots` per server.",
             registry=registry,
         )
-        self.autoscale_current = Gauge(
+        self.autoscale_current = state.gauge(
             "cloudpilot_autoscale_current_cores",
             "Cores of a server an autoscale rule watches, as its last decision saw them.",
             ["rule", "server"],
-            registry=registry,
         )
-        self.autoscale_target = Gauge(
+        self.autoscale_target = state.gauge(
             "cloudpilot_autoscale_target_cores",
             "Cores an autoscale rule wants for a server (equal to current when it holds).",
             ["rule", "server"],
-            registry=registry,
         )
-        self.autoscale_recommended = Gauge(
+        self.autoscale_recommended = state.gauge(
             "cloudpilot_autoscale_recommended_cores",
             "Cores recommended for a server its provider cannot resize, with that plan.",
             ["server", "plan"],
-            registry=registry,
         )
-        self.autoscale_price_delta = Gauge(
+        self.autoscale_price_delta = state.gauge(
             "cloudpilot_autoscale_recommended_price_difference_euros",
             "Monthly price of the recommended plan minus the current plan's.",
             ["server", "plan"],
-            registry=registry,
         )
 
-        self.policy_blocked = Gauge(
+        self.policy_blocked = state.gauge(
             "cloudpilot_policy_blocked",
             "Servers (or other subjects) a rule cannot decide for because data it needs is "
             "missing or odd, by rule and reason; /status says which and why.",
             ["rule", "reason"],
-            registry=registry,
         )
 
         # Budgets.
-        self.budget_spend = Gauge(
+        self.budget_spend = state.gauge(
             "cloudpilot_budget_spend_euros",
             "A budget's spend this month: billed, estimated (billed plus the use since the "
             "bill) and forecast to month end.",
             ["budget", "kind"],
-            registry=registry,
         )
-        self.budget_cap = Gauge(
+        self.budget_cap = state.gauge(
             "cloudpilot_budget_cap_euros",
             "A budget's monthly cap.",
             ["budget"],
-            registry=registry,
         )
-        self.budget_ratio = Gauge(
+        self.budget_ratio = state.gauge(
             "cloudpilot_budget_ratio",
             "A budget's estimated month-to-date spend divided by its cap.",
             ["budget"],
-            registry=registry,
         )
-        self.budget_burn = Gauge(
+        self.budget_burn = state.gauge(
             "cloudpilot_budget_burn_rate_euros_per_hour",
             "What a budget's scope costs per hour now, as the estimate counts it.",
             ["budget"],
-            registry=registry,
         )
-        self.budget_estimate_error = Gauge(
+        self.budget_estimate_error = state.gauge(
             "cloudpilot_budget_estimate_error_euros",
             "At the last bill: the estimate for the hours it newly covered minus their bill.",
             ["budget"],
-            registry=registry,
         )
         self.budget_warnings = Counter(
             "cloudpilot_budget_warnings_total",
@@ -305,6 +299,11 @@ class Metrics:
             ["budget", "step", "outcome"],
             registry=registry,
         )
+        registry.register(state)
+
+    def read_from(self, reader: Reader) -> None:
+        """Read state gauges' samples from `reader` at every scrape (see `StateCollector`)."""
+        self.state.read_from(reader)
 
     def observe_request(self, provider: str, endpoint: str, code: str, seconds: float) -> None:
         """Count one provider API request (the providers' `observer` hook)."""

@@ -14,12 +14,13 @@ Two kinds of trouble are quiet by nature, so they are collected here and made lo
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from daemon.clock import Clock
+from daemon.observability.collector import Sample
 from daemon.observability.metrics import Metrics
 from daemon.providers.base import RequestLog
 from daemon.providers.records import ItemProblem
@@ -88,7 +89,11 @@ class Problems:
         self._log = log
         self._holds: dict[str, dict[tuple[str, str, str], tuple[Hold, datetime]]] = {}
         self._unreadable: OrderedDict[tuple[str, str, str, str], _Unreadable] = OrderedDict()
-        self._gauged: set[tuple[str, str]] = set()
+        # Subjects held, by rule and reason. A count that falls to 0 stays, also for a rule
+        # forgotten, so an alert on `min_over_time` of it sees the hold end instead of a series
+        # that stops (whose last values would keep it firing).
+        self._blocked: dict[str, dict[str, int]] = {}
+        metrics.read_from(self.series)
 
     # --- holds -----------------------------------------------------------------------------------
 
@@ -127,14 +132,18 @@ class Problems:
             self._holds[rule] = after
         else:
             self._holds.pop(rule, None)
-        self._gauge()
+        counts = dict.fromkeys(self._blocked.get(rule, ()), 0)
+        for hold, _ in after.values():
+            counts[hold.reason] = counts.get(hold.reason, 0) + 1
+        if counts:
+            self._blocked[rule] = counts
 
     def forget(self, keep: Iterable[str]) -> None:
         """Drop the holds of rules no longer loaded, without log lines (the rule is gone)."""
         kept = set(keep)
         for rule in [rule for rule in self._holds if rule not in kept]:
             del self._holds[rule]
-        self._gauge()
+            self._blocked[rule] = dict.fromkeys(self._blocked[rule], 0)
 
     def holds(self, rule: str | None = None) -> list[Hold]:
         """Return the holds in force, of one rule or of all, in a stable order."""
@@ -142,17 +151,12 @@ class Problems:
         found = [hold for name in rules for hold, _ in self._holds.get(name, {}).values()]
         return sorted(found, key=lambda hold: hold.key)
 
-    def _gauge(self) -> None:
-        counts: dict[tuple[str, str], int] = {}
-        for rule, held in self._holds.items():
-            for hold, _ in held.values():
-                counts[(rule, hold.reason)] = counts.get((rule, hold.reason), 0) + 1
+    def series(self) -> Iterator[Sample]:
+        """Return the subjects held by rule and reason (the scrape's reader)."""
         gauge = self._metrics.policy_blocked
-        for labels in self._gauged - counts.keys():
-            gauge.labels(*labels).set(0)
-        for labels, count in counts.items():
-            gauge.labels(*labels).set(count)
-        self._gauged |= counts.keys()
+        for rule, counts in self._blocked.items():
+            for reason, count in counts.items():
+                yield gauge, (rule, reason), count
 
     # --- unreadable items ------------------------------------------------------------------------
 

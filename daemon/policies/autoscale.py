@@ -10,7 +10,7 @@ provider: it reads each one's traits.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -18,13 +18,13 @@ from typing import Protocol
 from daemon.facts import Facts, ServerFact
 from daemon.models import Decision, Event
 from daemon.notifications import Severity, event_alert
+from daemon.observability.collector import Sample
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Hold, Problems
 from daemon.policies.scaling import DAY, Verdict, decide
 from daemon.providers.plans import PlanCatalogue
 from daemon.rules.compiled import AutoscaleRule, RuleSet
 from daemon.rules.vocabulary import CpuReadings, ProviderTraits, Where
-from daemon.sources.base import drop_series
 from daemon.state.store import LedgerEntry, LedgerState
 
 RECOMMENDATION = "autoscale.recommendation"
@@ -65,6 +65,8 @@ class ServerVerdict:
     recommendation: Recommendation | None = None
     hold: Hold | None = None
     """Why the rule cannot decide for the server, when data it needs is missing."""
+    decided: bool = True
+    """False when the data missing kept the rule from sizing the server at all: no gauges."""
 
     def as_dict(self) -> dict[str, object]:
         """Return the verdict as JSON-able data."""
@@ -127,12 +129,14 @@ class AutoscalePolicy:
         self._rules: tuple[AutoscaleRule, ...] = ()
         self._resizes: dict[tuple[str, str], list[datetime]] = {}
         self._recommending: set[tuple[str, str]] = set()
-        self._gauged: dict[str, set[str]] = {}
+        self._advice: dict[str, tuple[str, Recommendation]] = {}
+        """The recommendation standing for each server, with the rule that made it."""
         self.plans: dict[str, PlanCatalogue] = {}
         """Each recommending provider's plan list, as last read."""
         self.plans_error: dict[str, str] = {}
         """Why the last read of a provider's plan list failed, while no list has been read."""
         self.verdicts: dict[tuple[str, str], ServerVerdict] = {}
+        metrics.read_from(self.series)
 
     def wants_plans(self, provider: str) -> bool:
         """Return whether a rule in force recommends plans of `provider`, so its list is needed."""
@@ -160,6 +164,7 @@ class AutoscalePolicy:
         names = {rule.name for rule in self._rules}
         for key in [key for key in self.verdicts if key[0] not in names]:
             del self.verdicts[key]
+        self._advice = {s: (r, a) for s, (r, a) in self._advice.items() if r in names}
         for rule in self._rules:
             if not rule.enabled:
                 self._problems.settle(rule.name, ())
@@ -261,6 +266,7 @@ class AutoscalePolicy:
                 Verdict(current, current, "hold", f"blocked: {reason}"),
                 now,
                 hold=missing,
+                decided=False,
             )
             return missing
         window = self._facts.cpu.get((rule.provider, server.name))
@@ -303,9 +309,6 @@ class AutoscalePolicy:
         self.verdicts[key] = ServerVerdict(
             rule.name, rule.provider, server.name, verdict, now, recommendation, hold
         )
-        self._metrics.autoscale_current.labels(rule.name, server.name).set(verdict.current)
-        self._metrics.autoscale_target.labels(rule.name, server.name).set(verdict.target)
-        self._gauged.setdefault(rule.name, set()).add(server.name)
         if verdict.resize:
             history.append(now)
             if recommendation is not None:
@@ -316,7 +319,7 @@ class AutoscalePolicy:
             # The load is back within the thresholds: the advice no longer stands.
             self._recommending.discard(key)
             scaled.resolve.append(recommendation_key(rule.name, server.name))
-            self._clear_recommendation(server.name)
+            self._advice.pop(server.name, None)
         return hold
 
     def _resize(
@@ -396,23 +399,34 @@ class AutoscalePolicy:
             )
         )
         self._recommending.add((rule.name, server.name))
-        self._clear_recommendation(server.name)
-        self._metrics.autoscale_recommended.labels(server.name, advice.plan).set(advice.cores)
-        if difference is not None:
-            self._metrics.autoscale_price_delta.labels(server.name, advice.plan).set(difference)
-
-    def _clear_recommendation(self, server: str) -> None:
-        for gauge in (self._metrics.autoscale_recommended, self._metrics.autoscale_price_delta):
-            for plan in {p.name for plans in self.plans.values() for p in plans}:
-                drop_series(gauge, server, plan)
+        self._advice[server.name] = (rule.name, advice)
 
     def _forget(self, rule: AutoscaleRule, watched: set[str]) -> None:
-        """Drop the gauges of servers the rule no longer watches."""
-        for gone in self._gauged.get(rule.name, set()) - watched:
-            for gauge in (self._metrics.autoscale_current, self._metrics.autoscale_target):
-                drop_series(gauge, rule.name, gone)
-            self.verdicts.pop((rule.name, gone), None)
-        self._gauged[rule.name] = watched
+        """Drop the verdicts and advice of servers the rule no longer watches."""
+        for key in [key for key in self.verdicts if key[0] == rule.name and key[1] not in watched]:
+            del self.verdicts[key]
+        self._advice = {
+            server: (by, advice)
+            for server, (by, advice) in self._advice.items()
+            if by != rule.name or server in watched
+        }
+
+    def series(self) -> Iterator[Sample]:
+        """Return each verdict's cores and each standing recommendation (the scrape's reader)."""
+        current, target = self._metrics.autoscale_current, self._metrics.autoscale_target
+        for key, verdict in self.verdicts.items():
+            if verdict.decided:
+                yield current, key, verdict.verdict.current
+                yield target, key, verdict.verdict.target
+        recommended, difference = (
+            self._metrics.autoscale_recommended,
+            self._metrics.autoscale_price_delta,
+        )
+        for server, (_, advice) in self._advice.items():
+            labels = (server, advice.plan)
+            yield recommended, labels, advice.cores
+            if advice.price_difference is not None:
+                yield difference, labels, advice.price_difference
 
 
 _NO_PLANS = PlanCatalogue()

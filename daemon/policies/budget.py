@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,6 +30,7 @@ import structlog
 from daemon.facts import Facts, PodFact, ServerFact
 from daemon.models import Decision, Event, Mode
 from daemon.notifications import Severity, event_alert
+from daemon.observability.collector import Sample
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Hold, Problems
 from daemon.policies.spend import (
@@ -44,7 +45,6 @@ from daemon.providers.errors import ProviderError
 from daemon.providers.plans import PlanCatalogue
 from daemon.rules.compiled import BudgetRule, BudgetStep, RuleSet
 from daemon.rules.vocabulary import Where
-from daemon.sources.base import drop_series
 from daemon.state.store import BudgetRecord, LedgerEntry, Store
 
 Logger = structlog.typing.FilteringBoundLogger
@@ -224,8 +224,11 @@ class BudgetPolicy:
         self._acted: dict[tuple[str, str], list[datetime]] = {}
         self._waiting: dict[str, BudgetRecord] = {}
         self._spend: dict[str, Spend] = {}
+        self._estimate_error: dict[str, float] = {}
+        """Estimate minus bill at each budget's last reconciliation, in EUR."""
         self._evaluated_at: datetime | None = None
         self.views: dict[str, BudgetView] = {}
+        metrics.read_from(self.series)
 
     @property
     def active(self) -> bool:
@@ -239,15 +242,7 @@ class BudgetPolicy:
         for gone in [name for name in self.views if name not in names]:
             del self.views[gone]
             self._spend.pop(gone, None)
-            for kind in ("billed", "estimated", "forecast"):
-                drop_series(self._metrics.budget_spend, gone, kind)
-            for gauge in (
-                self._metrics.budget_cap,
-                self._metrics.budget_ratio,
-                self._metrics.budget_burn,
-                self._metrics.budget_estimate_error,
-            ):
-                drop_series(gauge, gone)
+            self._estimate_error.pop(gone, None)
         self.model.forget(names)
 
     # --- memory across restarts ------------------------------------------------------------------
@@ -403,7 +398,8 @@ class BudgetPolicy:
                 self._problems.settle(rule.name, [hold])
                 continue
             self._spend[rule.name] = spend
-            self._gauge(rule, spend, reconciled)
+            if reconciled is not None:
+                self._reconciled(rule, reconciled)
             self._warn(rule, spend, now, out)
             unusable = self._unusable(rule, spend, now)
             self.views[rule.name] = BudgetView(
@@ -417,24 +413,36 @@ class BudgetPolicy:
             self._problems.settle(rule.name, _holds(rule, spend, unusable, self._readings))
         return out
 
-    def _gauge(self, rule: BudgetRule, spend: Spend, reconciled: Reconciled | None) -> None:
+    def _reconciled(self, rule: BudgetRule, reconciled: Reconciled) -> None:
+        self._estimate_error[rule.name] = reconciled.error
+        self._log.info(
+            "budget_reconciled",
+            rule=rule.name,
+            since=reconciled.lo.isoformat(),
+            until=reconciled.hi.isoformat(),
+            estimated=round(reconciled.estimated, 2),
+            billed=round(reconciled.billed, 2),
+        )
+
+    def series(self) -> Iterator[Sample]:
+        """Return each budget's spend, cap, ratio, burn and estimate error (the scrape's reader).
+
+        A budget whose spend is unknown (no bill read) has only its estimate error, if any.
+        """
         metrics = self._metrics
-        metrics.budget_spend.labels(rule.name, "billed").set(spend.billed)
-        metrics.budget_spend.labels(rule.name, "estimated").set(spend.estimated)
-        metrics.budget_spend.labels(rule.name, "forecast").set(spend.forecast)
-        metrics.budget_cap.labels(rule.name).set(rule.cap)
-        metrics.budget_ratio.labels(rule.name).set(spend.estimated / rule.cap)
-        metrics.budget_burn.labels(rule.name).set(spend.rate)
-        if reconciled is not None:
-            metrics.budget_estimate_error.labels(rule.name).set(reconciled.error)
-            self._log.info(
-                "budget_reconciled",
-                rule=rule.name,
-                since=reconciled.lo.isoformat(),
-                until=reconciled.hi.isoformat(),
-                estimated=round(reconciled.estimated, 2),
-                billed=round(reconciled.billed, 2),
-            )
+        for name, view in self.views.items():
+            spend = view.spend
+            if spend is None:
+                continue
+            labels = (name,)
+            yield metrics.budget_spend, (name, "billed"), spend.billed
+            yield metrics.budget_spend, (name, "estimated"), spend.estimated
+            yield metrics.budget_spend, (name, "forecast"), spend.forecast
+            yield metrics.budget_cap, labels, view.cap
+            yield metrics.budget_ratio, labels, spend.estimated / view.cap
+            yield metrics.budget_burn, labels, spend.rate
+        for name, error in self._estimate_error.items():
+            yield metrics.budget_estimate_error, (name,), error
 
     # --- warnings --------------------------------------------------------------------------------
 

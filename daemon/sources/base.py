@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from prometheus_client import Gauge
-
+from daemon.facts import Facts
 from daemon.models import Event
+from daemon.observability.collector import Sample
+from daemon.observability.metrics import Metrics
 from daemon.providers.base import RequestLog
 from daemon.providers.pagination import HasId, Position, Walked
 from daemon.state.store import Cursor
@@ -141,7 +141,22 @@ async def gather_limited(calls: Sequence[Callable[[], Awaitable[T]]], limit: int
     return [task.result() for task in tasks]
 
 
-def drop_series(gauge: Gauge, *labels: str) -> None:
-    """Remove one labelled series from a gauge, if it exists."""
-    with contextlib.suppress(KeyError):
-        gauge.remove(*labels)
+def server_series(
+    metrics: Metrics, facts: Facts, provider: str, names: Collection[str]
+) -> Iterator[Sample]:
+    """Return the cores and latest CPU share of the named servers, as facts hold them now.
+
+    A server no longer in facts, or without cores or samples, has no series.
+    """
+    servers, cpu = facts.servers, facts.cpu
+    for name in names:
+        key = (provider, name)  # the labels, too
+        fact = servers.get(key)
+        if fact is None:
+            continue
+        if fact.cores is not None:
+            yield metrics.server_cores, key, fact.cores
+        window = cpu.get(key)
+        latest = window.latest if window is not None else None
+        if latest is not None:
+            yield metrics.server_cpu, key, latest.percent / 100

@@ -100,6 +100,10 @@ def exported() -> dict[str, set[str]]:
         # A labelled family renders no sample until it has a child, so give each one a child.
         if isinstance(family, MetricWrapperBase) and family._labelnames:
             family.labels(*["x"] * len(family._labelnames))
+    # And each gauge read from state a sample, as its owner's reader would give.
+    metrics.read_from(
+        lambda: [(gauge, ("x",) * len(gauge.labelnames), 0.0) for gauge in metrics.state.gauges]
+    )
     samples: dict[str, set[str]] = {}
     text = generate_latest(metrics.registry).decode()
     for family in text_string_to_metric_families(text):

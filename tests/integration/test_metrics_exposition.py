@@ -55,10 +55,15 @@ def populated() -> Metrics:
     metrics.actions.labels("alert", "ok").inc()
     metrics.action_duration.labels("alert").observe(0.4)
     metrics.ledger_open.set(0)
-    metrics.server_cores.labels("glesys", "wps123456").set(4)
-    metrics.server_cpu.labels("seeweb", "ec200001").set(0.42)
     metrics.gpu_pods.labels("skg00018", "nvidia-l4").set(2)
-    metrics.month_cost.labels("account").set(123.45)
+    # The per-object gauges are read from state at scrape time: a reader stands in for it.
+    metrics.read_from(
+        lambda: [
+            (metrics.server_cores, ("glesys", "wps123456"), 4),
+            (metrics.server_cpu, ("seeweb", "ec200001"), 0.42),
+            (metrics.month_cost, ("account",), 123.45),
+        ]
+    )
     return metrics
 
 

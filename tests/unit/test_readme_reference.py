@@ -156,6 +156,8 @@ def exported_families() -> dict[str, Family]:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     found: dict[str, Family] = {}
+    for gauge in metrics.state.gauges:
+        found[gauge.name] = Family(gauge.name, "gauge", frozenset(gauge.labelnames))
     for wrapper in vars(metrics).values():
         if not isinstance(wrapper, MetricWrapperBase):
             continue

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from functools import partial
 
 from daemon.clock import Clock
 from daemon.facts import CpuSample, Facts, ServerFact
 from daemon.models import Event
+from daemon.observability.collector import Sample
 from daemon.observability.metrics import Metrics
 from daemon.providers.base import RequestLog
 from daemon.providers.errors import ProviderError
@@ -17,7 +19,7 @@ from daemon.providers.glesys.client import (
     GlesysServerSummary,
     GlesysStatus,
 )
-from daemon.sources.base import DEFAULT_CONCURRENCY, drop_series, gather_limited
+from daemon.sources.base import DEFAULT_CONCURRENCY, gather_limited, server_series
 from daemon.state.store import Cursor
 
 PROVIDER = "glesys"
@@ -45,10 +47,11 @@ class GlesysSource:
         self._clock = clock
         self._metrics = metrics
         self._concurrency = concurrency
-        self._gauged: set[str] = set()
+        self._listed: frozenset[str] = frozenset()
         self._allowed: GlesysAllowedArguments | None = None
         self._allowed_read = float("-inf")
         self._log = log
+        metrics.read_from(self.series)
 
     async def poll(self, cursor: Cursor | None) -> tuple[list[Event], Cursor]:
         """Return one CPU event per server; Glesys keeps no history, so the cursor is empty."""
@@ -75,20 +78,18 @@ class GlesysSource:
                     sizes=allowed.cores_for(server.platform) or None if allowed else None,
                 )
             )
-            self._metrics.server_cores.labels(PROVIDER, name).set(cores)
             percent = status.cpu_percent
             if percent is None:
                 continue
             self._facts.add_cpu(PROVIDER, name, CpuSample(now, percent, cores))
-            self._metrics.server_cpu.labels(PROVIDER, name).set(percent / 100)
             events.append(self._event(server.serverid, name, now, percent, cores))
         self._facts.replace_servers(PROVIDER, facts)
-        names = {f.name for f in facts}
-        for gone in self._gauged - names:
-            drop_series(self._metrics.server_cores, PROVIDER, gone)
-            drop_series(self._metrics.server_cpu, PROVIDER, gone)
-        self._gauged = names
+        self._listed = frozenset(f.name for f in facts)
         return events, {}
+
+    def series(self) -> Iterator[Sample]:
+        """Return the cores and latest CPU share of the servers listed (the scrape's reader)."""
+        return server_series(self._metrics, self._facts, PROVIDER, self._listed)
 
     async def _status(self, server: GlesysServerSummary) -> tuple[GlesysStatus, int]:
         status = await self._client.server_status(server.serverid)

@@ -223,6 +223,22 @@ async def test_a_later_completion_of_the_same_action_resolves_it(book: Book) -> 
     assert book.metric("cloudpilot_alerts_firing", rule="failed-actions") == 0
 
 
+async def test_a_resolved_rule_reads_zero_until_a_reload_removes_it(book: Book) -> None:
+    def firing() -> float | None:
+        return book.metrics.registry.get_sample_value(
+            "cloudpilot_alerts_firing", {"rule": "failed-actions"}
+        )
+
+    await book.feed([action("failed", id=709, at=0)])
+    book.clock.advance(600)
+    await book.feed([action("completed", id=713, at=500)])
+    assert firing() == 0
+
+    book.book.replace_rules(RuleSet())
+    await book.book.count_firing()
+    assert firing() is None
+
+
 async def test_failure_and_fix_in_one_batch_arrive_in_order(book: Book) -> None:
     await book.feed([action("failed", id=709, at=0), action("completed", id=713, at=60)])
     assert [n.status for n in await book.queued("oncall")] == [

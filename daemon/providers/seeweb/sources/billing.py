@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,12 +13,13 @@ from typing import Any
 from daemon.clock import Clock
 from daemon.facts import Facts, MonthBills, MonthCost
 from daemon.models import Event
+from daemon.observability.collector import Sample
 from daemon.observability.metrics import Metrics
 from daemon.providers.errors import ProviderError
 from daemon.providers.k8sgpu.client import K8sGpuClient
 from daemon.providers.records import GpuPodBill, ServerBilling
 from daemon.providers.seeweb.client import SeewebClient
-from daemon.sources.base import cursor_map, drop_series, iso
+from daemon.sources.base import cursor_map, iso
 from daemon.state.store import Cursor
 
 
@@ -52,6 +54,7 @@ class BillingSource:
         self._clock = clock
         self._metrics = metrics
         self._k8sgpu = k8sgpu
+        metrics.read_from(self.series)
 
     async def poll(self, cursor: Cursor | None) -> tuple[list[Event], Cursor]:
         """Return a `<bill>.billing.updated` event per bill whose total moved since the cursor."""
@@ -134,14 +137,16 @@ class BillingSource:
         costs = {"account": math.fsum(bill.total for bill in bills)}
         for bill in bills:
             costs.update(bill.scopes)
-        for scope in self._facts.month_cost.keys() - costs.keys():
-            drop_series(self._metrics.month_cost, scope)
         self._facts.month_cost = {
             scope: MonthCost(scope, month, _euros(euros), now, until)
             for scope, euros in costs.items()
         }
+
+    def series(self) -> Iterator[Sample]:
+        """Return the month-to-date cost of each scope in facts (the scrape's reader)."""
+        gauge = self._metrics.month_cost
         for scope, cost in self._facts.month_cost.items():
-            self._metrics.month_cost.labels(scope).set(cost.euros)
+            yield gauge, (scope,), cost.euros
 
     def _event(self, bill: MonthBill, month: str, previous: Any, now: datetime) -> Event:
         digest = hashlib.sha256(f"{bill.total:.2f}".encode()).hexdigest()[:12]

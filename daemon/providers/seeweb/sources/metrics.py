@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from fnmatch import fnmatchcase
 from functools import partial
@@ -10,11 +10,12 @@ from functools import partial
 from daemon.clock import Clock
 from daemon.facts import CpuSample, Facts, ServerFact
 from daemon.models import Event
+from daemon.observability.collector import Sample
 from daemon.observability.metrics import Metrics
 from daemon.providers.errors import NotFoundError
 from daemon.providers.records import MetricSample, Server, ServerMetrics
 from daemon.providers.seeweb.client import SeewebClient
-from daemon.sources.base import DEFAULT_CONCURRENCY, cursor_map, drop_series, gather_limited
+from daemon.sources.base import DEFAULT_CONCURRENCY, cursor_map, gather_limited, server_series
 from daemon.state.store import Cursor
 
 PROVIDER = "seeweb"
@@ -41,7 +42,8 @@ class MetricsSource:
         self._metrics = metrics
         self._globs = tuple(servers)
         self._concurrency = concurrency
-        self._gauged: set[str] = set()
+        self._watched: frozenset[str] = frozenset()
+        metrics.read_from(self.series)
 
     async def poll(self, cursor: Cursor | None) -> tuple[list[Event], Cursor]:
         """Return a `seeweb.server.cpu` event per sample newer than the cursor, per server."""
@@ -49,6 +51,7 @@ class MetricsSource:
         listed = await self._client.list_servers()
         self._facts.replace_servers(PROVIDER, (server_fact(s, now) for s in listed))
         watched = [s for s in listed if any(fnmatchcase(s.name, g) for g in self._globs)]
+        self._watched = frozenset(s.name for s in watched)
         series = await gather_limited(
             [partial(self._series, s.name) for s in watched], self._concurrency
         )
@@ -56,8 +59,6 @@ class MetricsSource:
         events: list[Event] = []
         last: dict[str, str] = {}
         for server, cpu in zip(watched, series, strict=True):
-            if server.cores is not None:
-                self._metrics.server_cores.labels(PROVIDER, server.name).set(server.cores)
             since = last_seen.get(server.name)
             samples = new_samples(cpu, datetime.fromisoformat(since) if since else None)
             for sample in samples:
@@ -67,11 +68,11 @@ class MetricsSource:
                 events.append(self._event(server, sample.t, percent))
             if samples or since:
                 last[server.name] = samples[-1].t.isoformat() if samples else str(since)
-            latest = self._facts.latest_cpu(PROVIDER, server.name)
-            if latest is not None:
-                self._metrics.server_cpu.labels(PROVIDER, server.name).set(latest.percent / 100)
-        self._forget({s.name for s in watched})
         return events, {"last": last}
+
+    def series(self) -> Iterator[Sample]:
+        """Return the cores and latest CPU share of the watched servers (the scrape's reader)."""
+        return server_series(self._metrics, self._facts, PROVIDER, self._watched)
 
     async def _series(self, name: str) -> ServerMetrics | None:
         try:
@@ -88,13 +89,6 @@ class MetricsSource:
             data={"server": server.name, "cpu_percent": round(percent, 2), "cores": server.cores},
             source=self.name,
         )
-
-    def _forget(self, watched: set[str]) -> None:
-        """Drop the gauges of servers no longer watched, so the series stay bounded."""
-        for name in self._gauged - watched:
-            drop_series(self._metrics.server_cores, PROVIDER, name)
-            drop_series(self._metrics.server_cpu, PROVIDER, name)
-        self._gauged = watched
 
 
 def new_samples(series: ServerMetrics | None, since: datetime | None) -> list[MetricSample]:

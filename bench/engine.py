@@ -19,6 +19,7 @@ from pathlib import Path
 from daemon.engine import Engine
 from daemon.facts import Facts
 from daemon.models import Event
+from daemon.providers.registry import BUILTIN
 from daemon.rules.action import ActionParams
 from daemon.rules.loader import load_rules
 from daemon.rules.vocabulary import Vocabulary
@@ -150,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = Path(folder) / "bench.yaml"
         path.write_text(rules_yaml(args.rules))
         loading = time.perf_counter()
-        rules = load_rules([path], Vocabulary({"log": LogParams}))
+        rules = load_rules([path], Vocabulary({"log": LogParams}, BUILTIN.traits))
         load_seconds = time.perf_counter() - loading
     events = action_events(args.events)
     engine = Engine(rules, stale_after=3600)

@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictStr,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -21,7 +22,13 @@ from daemon.facts import ServerFact
 from daemon.models import Decision, Outcome
 from daemon.notify.templates import check_template, unknown_fields
 from daemon.rules.action import ActionContext, ActionParams
-from daemon.rules.events import EVENT_FIELDS, data_fields, event_type_schema, suggest, unknown_type
+from daemon.rules.events import (
+    EVENT_FIELDS,
+    EVENT_TYPE_PLACEHOLDER,
+    EVENTS_CONTEXT,
+    EventCatalogue,
+    suggest,
+)
 from daemon.rules.match import check_path
 from daemon.rules.schema import Duration
 
@@ -44,8 +51,8 @@ class ResolveParams(BaseModel):
         WithJsonSchema(
             {
                 "anyOf": [
-                    event_type_schema(resolving=True),
-                    {"type": "array", "items": event_type_schema(resolving=True)},
+                    EVENT_TYPE_PLACEHOLDER,
+                    {"type": "array", "items": EVENT_TYPE_PLACEHOLDER},
                 ]
             }
         ),
@@ -70,9 +77,13 @@ class ResolveParams(BaseModel):
 
     @field_validator("on")
     @classmethod
-    def _known_types(cls, value: list[str]) -> list[str]:
-        # A resolving type no source or policy emits leaves the alert firing for ever.
-        reasons = [r for t in value if (r := unknown_type(t, resolving=True)) is not None]
+    def _known_types(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        # A resolving type no source or policy emits leaves the alert firing for ever. The rule
+        # loader gives the catalogue as the validation's context; a run reads checked rules.
+        events = (info.context or {}).get(EVENTS_CONTEXT)
+        if not isinstance(events, EventCatalogue):
+            return value
+        reasons = [r for t in value if (r := events.unknown_type(t, resolving=True)) is not None]
         if reasons:
             raise ValueError("; ".join(reasons))
         return value
@@ -124,7 +135,9 @@ class AlertParams(ActionParams):
             raise ValueError("a route is listed twice")
         return value
 
-    def event_problems(self, event_type: str) -> list[tuple[tuple[str | int, ...], str]]:
+    def event_problems(
+        self, event_type: str, data_fields: frozenset[str] | None
+    ) -> list[tuple[tuple[str | int, ...], str]]:
         """Return the template fields that events of `event_type` can never have."""
         problems: list[tuple[tuple[str | int, ...], str]] = []
         for part in ("summary", "description"):
@@ -134,7 +147,7 @@ class AlertParams(ActionParams):
             reasons = unknown_fields(
                 source,
                 event_fields=EVENT_FIELDS,
-                data_fields=data_fields(event_type),
+                data_fields=data_fields,
                 server_fields=SERVER_FIELDS,
                 suggest=suggest,
             )

@@ -25,11 +25,14 @@ class ActionParams(BaseModel):
         """Return the parameters as they may be logged; models holding secrets mask them."""
         return params_as_data(self)
 
-    def event_problems(self, event_type: str) -> list[tuple[tuple[str | int, ...], str]]:
+    def event_problems(
+        self, event_type: str, data_fields: frozenset[str] | None
+    ) -> list[tuple[tuple[str | int, ...], str]]:
         """Return (parameter path, reason) for what cannot work with events of `event_type`.
 
-        The rule loader asks once the parameters are valid, with the rule's `on`; parameters
-        that read the event (alert templates) say what can never exist. The default: nothing.
+        The rule loader asks once the parameters are valid, with the rule's `on` and the fields
+        its events' `data` may hold (None: unknown); parameters that read the event (alert
+        templates) say what can never exist. The default: nothing.
         """
         return []
 

@@ -18,53 +18,8 @@ from dataclasses import dataclass
 #: What every event has, whatever its type (`event.<field>` in templates and CEL).
 EVENT_FIELDS = ("type", "key", "time", "resource", "data")
 
-_ACTION = (
-    "id",
-    "type",
-    "status",
-    "user",
-    "resource",
-    "resource_type",
-    "created_at",
-    "started_at",
-    "completed_at",
-    "progress",
-)
-_POD = ("uuid", "cluster", "name", "status", "runtime_class")
-_BILL = ("month", "total", "previous_total", "billed_until")
-_LOG = (  # an audit-log line's fields (providers.records.LogEntry)
-    "id",
-    "actor",
-    "action",
-    "severity",
-    "status",
-    "target_type",
-    "target",
-    "created_at",
-    "ip_address",
-    "user_agent",
-    "url",
-    "location",
-    "result_type",
-    "result",
-    "description",
-    "extra_data",
-)
-_GPU_EVENT = (  # a pod event's fields (providers.records.GpuEvent)
-    "id",
-    "pod",
-    "cluster",
-    "uuid",
-    "user",
-    "date",
-    "runtime_class",
-    "local_reference_namespace",
-    "local_reference_name",
-    "remote_reference_namespace",
-    "remote_reference_name",
-    "event_epoch",
-    "event_type",
-)
+#: What a bill's event holds, whichever provider's bill it is.
+BILL_FIELDS = ("month", "total", "previous_total", "billed_until")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,41 +35,11 @@ class EventType:
         return fnmatch.fnmatchcase(event_type, self.name)
 
 
-#: Events the sources emit: what `on:` can meet.
-SOURCE_EVENTS: tuple[EventType, ...] = (
-    EventType("seeweb.action.started", _ACTION, "a Seeweb action began"),
-    EventType("seeweb.action.completed", _ACTION, "a Seeweb action ended well"),
-    EventType("seeweb.action.failed", _ACTION, "a Seeweb action ended failed or error"),
-    EventType(
-        "seeweb.action.stuck", (*_ACTION, "in_progress_s"), "a Seeweb action still runs late"
-    ),
-    EventType("seeweb.log", _LOG, "a line of the Seeweb audit log"),
-    EventType("seeweb.server.cpu", ("server", "cpu_percent", "cores"), "a Seeweb CPU sample"),
-    EventType(
-        "glesys.server.cpu", ("server", "serverid", "cpu_percent", "cores"), "a Glesys CPU sample"
-    ),
-    EventType(
-        "k8sgpu.event.*",
-        _GPU_EVENT,
-        "a Serverless GPU pod event; the last part is its kind (started, terminated, ...)",
-    ),
-    EventType("k8sgpu.pod.failed", _POD, "a GPU pod failed"),
-    EventType(
-        "k8sgpu.pod.terminated",
-        (*_POD, "in_deletion", "failed", "succeeded"),
-        "a GPU pod ended",
-    ),
-    EventType(
-        "seeweb.billing.updated",
-        (*_BILL, "servers", "templates", "snapshots"),
-        "the Seeweb bill of the month changed",
-    ),
-    EventType("k8sgpu.billing.updated", (*_BILL, "clusters"), "the Serverless GPU bill changed"),
-    EventType(
-        "cloudpilot.gap",
-        ("source", "after_id", "before_id", "detail"),
-        "a source may have missed events the provider no longer lists",
-    ),
+#: What Cloudpilot's own sources say, whatever the provider.
+GAP = EventType(
+    "cloudpilot.gap",
+    ("source", "after_id", "before_id", "detail"),
+    "a source may have missed events the provider no longer lists",
 )
 
 _SCALING = (
@@ -190,42 +115,9 @@ POLICY_EVENTS: tuple[EventType, ...] = (
 )
 
 
-def _entries(resolving: bool) -> tuple[EventType, ...]:
-    return SOURCE_EVENTS + POLICY_EVENTS if resolving else SOURCE_EVENTS
-
-
-def find(event_type: str, *, resolving: bool = False) -> EventType | None:
-    """Return the catalogue entry of a concrete event type, or None when none emits it."""
-    return next((e for e in _entries(resolving) if e.matches(event_type)), None)
-
-
 def is_glob(text: str) -> bool:
     """Return whether an `on:` value is a glob rather than one type."""
     return any(char in text for char in "*?[")
-
-
-def unknown_type(pattern: str, *, resolving: bool = False) -> str | None:
-    """Return why `pattern` (a type or a glob) can never meet an event, or None when it can.
-
-    A glob is fine when it could match a known type or a family's member.
-    """
-    entries = _entries(resolving)
-    if is_glob(pattern):
-        for entry in entries:
-            sample = entry.name.replace("*", "x")
-            if fnmatch.fnmatchcase(entry.name, pattern) or fnmatch.fnmatchcase(sample, pattern):
-                return None
-        return f"no event type matches {pattern!r}{_known_hint(entries)}"
-    if find(pattern, resolving=resolving) is not None:
-        return None
-    names = [entry.name for entry in entries]
-    guess = suggest(pattern, names)
-    hint = f"; did you mean {guess!r}?" if guess else _known_hint(entries)
-    return f"no source emits {pattern!r}{hint}"
-
-
-def _known_hint(entries: Iterable[EventType]) -> str:
-    return f" (known: {', '.join(entry.name for entry in entries)})"
 
 
 def suggest(word: str, candidates: Iterable[str]) -> str | None:
@@ -234,49 +126,95 @@ def suggest(word: str, candidates: Iterable[str]) -> str | None:
     return found[0] if found else None
 
 
-def data_fields(event_type: str, *, resolving: bool = False) -> frozenset[str] | None:
-    """Return the `data` fields events of this type (or glob) may hold; None when unknown.
+def _known_hint(entries: Iterable[EventType]) -> str:
+    return f" (known: {', '.join(entry.name for entry in entries)})"
 
-    For a glob it is every field of every type it matches: a template reads what one of them has.
+
+class EventCatalogue:
+    """The event types rules can meet: the providers' sources', Cloudpilot's, the policies'.
+
+    `resolving` lookups (an alert's `resolve.on`) also know the policies' events.
     """
-    entries = _entries(resolving)
-    if not is_glob(event_type):
-        entry = find(event_type, resolving=resolving)
-        return frozenset(entry.fields) if entry is not None else None
-    matched = [
-        entry
-        for entry in entries
-        if fnmatch.fnmatchcase(entry.name, event_type)
-        or fnmatch.fnmatchcase(entry.name.replace("*", "x"), event_type)
-    ]
-    if not matched:
-        return None
-    return frozenset(field for entry in matched for field in entry.fields)
 
+    def __init__(self, sources: Iterable[EventType] = ()) -> None:
+        self._sources = (*sources, GAP)
+        self._resolving = self._sources + POLICY_EVENTS
 
-def all_types(*, resolving: bool = False) -> list[str]:
-    """Return every catalogued type (families as globs), in catalogue order."""
-    return [entry.name for entry in _entries(resolving)]
+    def _entries(self, resolving: bool) -> tuple[EventType, ...]:
+        return self._resolving if resolving else self._sources
 
+    def find(self, event_type: str, *, resolving: bool = False) -> EventType | None:
+        """Return the catalogue entry of a concrete event type, or None when none emits it."""
+        return next((e for e in self._entries(resolving) if e.matches(event_type)), None)
 
-def event_type_schema(*, resolving: bool = False) -> dict[str, object]:
-    """Return the JSON Schema of an `on:` value: a catalogued type, a family member or a glob."""
-    entries = _entries(resolving)
-    exact = [entry.name for entry in entries if not is_glob(entry.name)]
-    families = [
-        {
-            "type": "string",
-            "pattern": "^" + re.escape(entry.name.removesuffix("*")) + r"[A-Za-z0-9_.-]+$",
-            "description": entry.about,
+    def unknown_type(self, pattern: str, *, resolving: bool = False) -> str | None:
+        """Return why `pattern` (a type or a glob) can never meet an event, or None when it can.
+
+        A glob is fine when it could match a known type or a family's member.
+        """
+        entries = self._entries(resolving)
+        if is_glob(pattern):
+            for entry in entries:
+                sample = entry.name.replace("*", "x")
+                if fnmatch.fnmatchcase(entry.name, pattern) or fnmatch.fnmatchcase(sample, pattern):
+                    return None
+            return f"no event type matches {pattern!r}{_known_hint(entries)}"
+        if self.find(pattern, resolving=resolving) is not None:
+            return None
+        names = [entry.name for entry in entries]
+        guess = suggest(pattern, names)
+        hint = f"; did you mean {guess!r}?" if guess else _known_hint(entries)
+        return f"no source emits {pattern!r}{hint}"
+
+    def data_fields(self, event_type: str, *, resolving: bool = False) -> frozenset[str] | None:
+        """Return the `data` fields events of this type (or glob) may hold; None when unknown.
+
+        For a glob it is every field of every type it matches: a template reads what one of
+        them has.
+        """
+        entries = self._entries(resolving)
+        if not is_glob(event_type):
+            entry = self.find(event_type, resolving=resolving)
+            return frozenset(entry.fields) if entry is not None else None
+        matched = [
+            entry
+            for entry in entries
+            if fnmatch.fnmatchcase(entry.name, event_type)
+            or fnmatch.fnmatchcase(entry.name.replace("*", "x"), event_type)
+        ]
+        if not matched:
+            return None
+        return frozenset(field for entry in matched for field in entry.fields)
+
+    def all_types(self, *, resolving: bool = False) -> list[str]:
+        """Return every catalogued type (families as globs), in catalogue order."""
+        return [entry.name for entry in self._entries(resolving)]
+
+    def schema(self, *, resolving: bool = False) -> dict[str, object]:
+        """Return the JSON Schema of an `on:` value: a type, a family member or a glob."""
+        entries = self._entries(resolving)
+        exact = [entry.name for entry in entries if not is_glob(entry.name)]
+        families = [
+            {
+                "type": "string",
+                "pattern": "^" + re.escape(entry.name.removesuffix("*")) + r"[A-Za-z0-9_.-]+$",
+                "description": entry.about,
+            }
+            for entry in entries
+            if is_glob(entry.name)
+        ]
+        return {
+            "description": "An event type, or a glob of them (*, ?, [...]).",
+            "anyOf": [
+                {"enum": exact},
+                *families,
+                {"type": "string", "pattern": r"[*?\[]", "description": "A glob of event types."},
+            ],
         }
-        for entry in entries
-        if is_glob(entry.name)
-    ]
-    return {
-        "description": "An event type, or a glob of them (*, ?, [...]).",
-        "anyOf": [
-            {"enum": exact},
-            *families,
-            {"type": "string", "pattern": r"[*?\[]", "description": "A glob of event types."},
-        ],
-    }
+
+
+#: The key of the catalogue in a parameter model's validation context (the rule loader's).
+EVENTS_CONTEXT = "events"
+
+#: The schema an `on:` value has before the providers' types are filled in (`rule_file_schema`).
+EVENT_TYPE_PLACEHOLDER: dict[str, object] = {"type": "string", "description": "An event type."}

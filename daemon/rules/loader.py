@@ -38,7 +38,7 @@ from daemon.rules.compiled import (
     Threshold,
     Throttle,
 )
-from daemon.rules.events import unknown_type
+from daemon.rules.events import EVENTS_CONTEXT, EventCatalogue
 from daemon.rules.match import MISSING, compile_match, value_getter
 from daemon.rules.schema import (
     MAX_WHEN_CHARS,
@@ -124,14 +124,25 @@ def rule_file_schema(vocabulary: Vocabulary) -> dict[str, Any]:
     schema = dict(defs.pop(root_name))
     schema["$defs"] = defs
     schema["properties"]["rules"]["items"] = _rule_kinds(defs)
-    autoscale = defs.get("Autoscale", {}).get("properties", {}).get("provider")
-    if autoscale is not None:
-        autoscale["enum"] = list(vocabulary.autoscalable())
+    autoscale = _titled(defs, "Autoscale")["properties"]["provider"]
+    autoscale["enum"] = list(vocabulary.autoscalable())
+    # The event types are the providers': filled in here, where the vocabulary is known.
+    defs[rule_name]["properties"]["on"] = vocabulary.events.schema()
+    resolving = vocabulary.events.schema(resolving=True)
+    if "alert" in vocabulary.actions:
+        resolve = _titled(defs, "Resolve")["properties"]["on"]
+        resolve["anyOf"] = [resolving, {"type": "array", "items": resolving}]
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
         **schema,
     }
+
+
+def _titled(defs: dict[str, Any], title: str) -> dict[str, Any]:
+    """Return the schema definition with this title."""
+    found: dict[str, Any] = next(schema for schema in defs.values() if schema.get("title") == title)
+    return found
 
 
 #: The rule-file schema's identity (a URN: it names the format, it is not fetched).
@@ -828,9 +839,17 @@ def _load_rule(
         return None
     _check_name(doc, at, raw, state, found)
     on = raw.get("on") if isinstance(raw.get("on"), str) and raw.get("on") else None
-    if on is not None and (reason := unknown_type(on)) is not None:
+    if on is not None and (reason := state.vocabulary.events.unknown_type(on)) is not None:
         found.append(Problem(doc.name, doc.line_of((*at, "on")), _field_path((*at, "on")), reason))
-    steps = _load_steps(doc, at, raw.get("do"), state.vocabulary.actions, found, on=on)
+    steps = _load_steps(
+        doc,
+        at,
+        raw.get("do"),
+        state.vocabulary.actions,
+        found,
+        on=on,
+        events=state.vocabulary.events,
+    )
     for number, step in enumerate(steps or ()):
         # Unset fields are not stored: the default is the action's first provider.
         provider = step.params.get("provider", _default_provider(state.vocabulary, step.action))
@@ -869,11 +888,14 @@ def _load_steps(
     found: list[Problem],
     *,
     on: str | None = None,
+    events: EventCatalogue | None = None,
 ) -> tuple[ActionStep, ...] | None:
     """Return the `do` steps with validated parameters, or None after adding problems.
 
-    With `on`, the rule's event type, parameters that read the event are checked against it.
+    With `on`, the rule's event type, parameters that read the event are checked against it
+    and the `events` catalogue.
     """
+    events = events or EventCatalogue()
     if not isinstance(raw, list):
         return None  # the model has said why
     steps: list[ActionStep] = []
@@ -924,7 +946,7 @@ def _load_steps(
             ok = False
             continue
         try:
-            validated = model.model_validate(params)
+            validated = model.model_validate(params, context={EVENTS_CONTEXT: events})
         except ValidationError as exc:
             found.extend(_errors(doc, exc, loc))
             ok = False
@@ -941,7 +963,8 @@ def _load_steps(
             ok = False
             continue
         if on is not None:
-            for path, reason in validated.event_problems(on):
+            fields = events.data_fields(on)
+            for path, reason in validated.event_problems(on, fields):
                 where = (*loc, *path)
                 found.append(Problem(doc.name, doc.line_of(where), _field_path(where), reason))
                 ok = False

@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from daemon.durations import parse_duration
-from daemon.rules.events import event_type_schema
+from daemon.rules.events import EVENT_TYPE_PLACEHOLDER
 from daemon.rules.match import check_path, compile_value_test
 from daemon.rules.windows import parse_window
 
@@ -398,7 +398,7 @@ class RuleModel(_Strict):
     on: Annotated[
         StrictStr,
         Field(min_length=1, max_length=200),
-        WithJsonSchema(event_type_schema()),
+        WithJsonSchema(EVENT_TYPE_PLACEHOLDER),
     ]
     match: dict[EventPath, MatchValue] | None = None
     when: Annotated[StrictStr, Field(min_length=1, max_length=MAX_WHEN_CHARS)] | None = None

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from daemon.rules.action import ActionParams
+from daemon.rules.events import EventCatalogue, EventType
 
 
 class Capability(StrEnum):
@@ -70,6 +71,8 @@ class ProviderTraits:
     capabilities: frozenset[Capability]
     cpu: CpuReadings | None = None
     spend: SpendReadings | None = None
+    events: tuple[EventType, ...] = ()
+    """The event types its sources emit: what `on:` can name."""
 
     def offers(self, capability: Capability) -> bool:
         """Return whether the provider offers `capability`."""
@@ -96,6 +99,12 @@ class Vocabulary:
 
     actions: Mapping[str, type[ActionParams]]
     providers: Mapping[str, ProviderTraits] = field(default_factory=dict)
+    events: EventCatalogue = field(init=False)
+    """The event types of every provider's sources, Cloudpilot's and the policies'."""
+
+    def __post_init__(self) -> None:
+        sources = [event for traits in self.providers.values() for event in traits.events]
+        object.__setattr__(self, "events", EventCatalogue(sources))
 
     def offering(self, capability: Capability) -> tuple[str, ...]:
         """Return the providers that offer `capability`, in registry order."""

@@ -38,11 +38,11 @@ from daemon.observability.metrics import Metrics
 from daemon.providers.base import ClientSettings
 from daemon.providers.glesys.source import GlesysSource
 from daemon.providers.k8sgpu.source import K8sGpuSource
+from daemon.providers.registry import vocabulary
 from daemon.providers.seeweb.sources.actions import ActionsSource
 from daemon.providers.seeweb.sources.billing import BillingSource
 from daemon.providers.seeweb.sources.logs import LogsSource
 from daemon.providers.seeweb.sources.metrics import MetricsSource
-from daemon.rules.events import find
 from daemon.simulator.ecs import server_bills, snapshot_bills, template_bills
 from daemon.simulator.http import Credentials
 from daemon.simulator.k8sgpu import billing_lines
@@ -78,8 +78,8 @@ class Rig:
             assert event.time.tzinfo is not None
             json.dumps(dict(event.data))
             # What `cloudpilot check` and `schema` know of events is what sources emit.
-            entry = find(event.type)
-            assert entry is not None, f"{event.type} is not in daemon/rules/events.py"
+            entry = vocabulary().events.find(event.type)
+            assert entry is not None, f"{event.type} is in no provider's events.py"
             assert set(event.data) <= set(entry.fields), (event.type, set(event.data))
         return events
 

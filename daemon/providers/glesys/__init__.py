@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from daemon.providers.glesys.client import GlesysClient
 from daemon.providers.glesys.config import GlesysConfig
+from daemon.providers.glesys.events import EVENTS
 from daemon.providers.glesys.servers import PROVIDER, GlesysServers
 from daemon.providers.glesys.source import GlesysSource
 from daemon.providers.spec import FindClient, ProviderSpec, Wiring
@@ -38,6 +39,7 @@ def _sources(
 SPEC = ProviderSpec(
     traits=ProviderTraits(
         name=PROVIDER,
+        events=EVENTS,
         title="Glesys",
         capabilities=frozenset(
             {Capability.LIST_SERVERS, Capability.CPU_METRICS, Capability.SET_CORES}

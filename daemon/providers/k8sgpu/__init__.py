@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from daemon.providers.k8sgpu.actions import DeletePodAction
 from daemon.providers.k8sgpu.client import K8sGpuClient
 from daemon.providers.k8sgpu.config import K8sGpuConfig
+from daemon.providers.k8sgpu.events import EVENTS
 from daemon.providers.k8sgpu.source import K8sGpuSource
 from daemon.providers.spec import FindClient, ProviderSpec, Wiring
 from daemon.rules.action import Action
@@ -43,6 +44,7 @@ def _actions(client: K8sGpuClient | None) -> Sequence[Action]:
 SPEC = ProviderSpec(
     traits=ProviderTraits(
         name=PROVIDER,
+        events=EVENTS,
         title="Seeweb Serverless GPU",
         capabilities=frozenset({Capability.PODS, Capability.BILLING}),
         spend=SpendReadings(

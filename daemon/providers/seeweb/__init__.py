@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from daemon.providers.plans import PlanCatalogue
 from daemon.providers.seeweb.client import SeewebClient
 from daemon.providers.seeweb.config import SeewebConfig
+from daemon.providers.seeweb.events import EVENTS
 from daemon.providers.seeweb.servers import PROVIDER, SeewebServers
 from daemon.providers.seeweb.sources.actions import ActionsSource
 from daemon.providers.seeweb.sources.billing import BillingSource
@@ -85,6 +86,7 @@ async def _power_state(client: SeewebClient, name: str) -> str:
 SPEC = ProviderSpec(
     traits=ProviderTraits(
         name=PROVIDER,
+        events=EVENTS,
         title="Seeweb ECS",
         capabilities=frozenset(
             {

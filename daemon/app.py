@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import random
 import signal
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import timedelta
@@ -26,12 +26,13 @@ from daemon.engine import Engine, EngineObserver
 from daemon.engine.engine import Evaluation
 from daemon.errors import ConfigError
 from daemon.facts import Facts
+from daemon.lifecycle import background, finishing, opened, signal_handlers
 from daemon.models import Decision, Event, Mode
 from daemon.net import Listen
 from daemon.notify.alerts import ALERT_ACTION, AlertBook
 from daemon.notify.dispatcher import Dispatcher
 from daemon.notify.senders import build_senders
-from daemon.observability.http import Readiness, build_http_app, start_http
+from daemon.observability.http import Readiness, build_http_app, serving
 from daemon.observability.logging import get_logger
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Problems
@@ -62,8 +63,9 @@ ALERT_EXPIRY_EVERY_S = 60.0
 MAX_EVENT_TYPES = 100
 # A batch is a few SQLite statements; this bounds the wait only if the disk hangs.
 BATCH_FINISH_S = 2.0
-# Stages of a stop: polls 5 s, batches 2 s, actions `[shutdown] grace` (at most 15 s) plus 1 s
-# to unwind, HTTP 5 s: inside the unit's TimeoutStopSec=30s even when every stage times out.
+# Stages of a stop: polls 5 s, batches 2 s, actions and sends side by side `[shutdown] grace`
+# (at most 15 s) plus 1 s to unwind, HTTP 5 s: inside the unit's TimeoutStopSec=30s even when
+# every stage times out.
 POLL_STOP_S = 5.0
 
 
@@ -124,7 +126,6 @@ class Daemon:
         self._actions: ActionRegistry | None = None
         self._alerts: AlertBook | None = None
         self._dispatcher: Dispatcher | None = None
-        self._expiry: asyncio.Task[None] | None = None
         self._scheduler: PollScheduler | None = None
         self._http_port: int | None = None
         self._last_prune = float("-inf")
@@ -187,15 +188,18 @@ class Daemon:
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open state, load rules, reconcile the ledger and listen; do not wait for the cloud."""
-        try:
+        """Open state, load rules, reconcile the ledger and listen; do not wait for the cloud.
+
+        Each part is a context entered on one stack, so a part that fails to start leaves the
+        ones before it closed (in reverse) and the ones after it never started.
+        """
+        async with AsyncExitStack() as stack:
             # One daemon per state file: a second would poll, decide and notify twice.
-            self._stack.enter_context(hold_state(self.config.state_path))
-            self._session = await self._stack.enter_async_context(
+            stack.enter_context(hold_state(self.config.state_path))
+            self._session = await stack.enter_async_context(
                 aiohttp.ClientSession(raise_for_status=False)
             )
-            await self.store.open()
-            self._stack.push_async_callback(self.store.close)
+            await stack.enter_async_context(opened(self.store))
             senders = build_senders(self.config, session=self._session, clock=self.clock)
             notifiers = self.config.model.notifiers
             self._dispatcher = Dispatcher(
@@ -246,8 +250,9 @@ class Daemon:
                 health=self.healthy,
                 status=self.status,
             )
-            runner, self._http_port = await start_http(app, self.listen.host, self.listen.port)
-            self._stack.push_async_callback(runner.cleanup)
+            self._http_port = await stack.enter_async_context(
+                serving(app, self.listen.host, self.listen.port)
+            )
             if not is_loopback_host(self.listen.host):
                 self._warn_exposed(app)
             self._runner = Runner(
@@ -269,19 +274,16 @@ class Daemon:
                     routes=lambda rule: alert_routes(self.engine.rules, rule),
                 ),
             )
-            await self._runner.start()
             await self._remember_resizes()
             await self.alerts.count_firing()
             await self.dispatcher.count_queued()
-            self.dispatcher.start()
-            self._expiry = asyncio.get_running_loop().create_task(self._expire_alerts())
-        except BaseException:
-            if self._dispatcher is not None:
-                await self._dispatcher.stop(0)
-            if self._runner is not None:
-                await self._runner.drain(0)
-            await self._stack.aclose()
-            raise
+            # Left in reverse: polls stop, batches finish, expiry ends, then actions and sends
+            # drain side by side, then HTTP, the store, the session and the lock.
+            await stack.enter_async_context(self._working(self._runner, self._dispatcher))
+            await stack.enter_async_context(background(self._expire_alerts()))
+            await stack.enter_async_context(self._storing_batches())
+            await stack.enter_async_context(_polling(self._scheduler))
+            self._stack = stack.pop_all()
         self.log.info(
             "daemon_started",
             version=__version__,
@@ -289,6 +291,31 @@ class Daemon:
             sources=[job.name for job in jobs],
             listen=f"{self.listen.host}:{self._http_port}",
         )
+
+    @contextlib.asynccontextmanager
+    async def _working(self, runner: Runner, dispatcher: Dispatcher) -> AsyncIterator[None]:
+        """Run actions and deliver notifications; on the way out drain both side by side.
+
+        One context for both, so that the two share one `[shutdown] grace` instead of waiting
+        one after the other. Unwinding a failure (a start that fails) gives them none.
+        """
+        grace = 0.0
+        try:
+            await runner.start()
+            dispatcher.start()
+            yield
+            grace = self.config.model.shutdown.grace
+        finally:
+            await asyncio.gather(runner.drain(grace), dispatcher.stop(grace))
+
+    @contextlib.asynccontextmanager
+    async def _storing_batches(self) -> AsyncIterator[None]:
+        """On the way out, give the batches being stored up to BATCH_FINISH_S to commit."""
+        try:
+            yield
+        finally:
+            if self._batches:
+                await asyncio.wait(set(self._batches), timeout=BATCH_FINISH_S)
 
     def _warn_exposed(self, app: web.Application) -> None:
         """Say, as a warning, what anyone who reaches a non-loopback address can read."""
@@ -311,25 +338,16 @@ class Daemon:
         await self.scheduler.poll_all_once()
 
     async def stop(self) -> None:
-        """Shut down in stages: stop polling, drain actions, close HTTP, store and session."""
+        """Shut down in stages, leaving the parts in reverse order of start; idempotent.
+
+        Polls stop (POLL_STOP_S), batches finish (BATCH_FINISH_S), alert expiry ends, actions
+        and notification sends drain side by side (`[shutdown] grace`), then HTTP, the store,
+        the session and the state lock close.
+        """
         if self._stopping:
             return
         self._stopping = True
         self.log.info("daemon_stopping")
-        if self._scheduler is not None:
-            await self._scheduler.stop()
-        if self._batches:
-            await asyncio.wait(set(self._batches), timeout=BATCH_FINISH_S)
-        if self._expiry is not None:
-            self._expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry
-        # Actions and notification sends under way finish side by side, within the grace.
-        grace = self.config.model.shutdown.grace
-        await asyncio.gather(
-            self._runner.drain(grace) if self._runner is not None else asyncio.sleep(0),
-            self._dispatcher.stop(grace) if self._dispatcher is not None else asyncio.sleep(0),
-        )
         await self._stack.aclose()
         self.log.info("daemon_stopped")
 
@@ -564,6 +582,15 @@ class Daemon:
         )
 
 
+@contextlib.asynccontextmanager
+async def _polling(scheduler: PollScheduler) -> AsyncIterator[None]:
+    """Let polls run (start_polling, poll_once); on the way out stop them, in POLL_STOP_S."""
+    try:
+        yield
+    finally:
+        await scheduler.stop()
+
+
 def alert_routes(rules: RuleSet, rule: str) -> tuple[str, ...]:
     """Return the routes a rule reports to: an autoscale rule's `to`, an event rule's alerts'."""
     for named in (rules.autoscale, rules.budgets):
@@ -611,30 +638,32 @@ async def run(
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
-    await daemon.start()
-    try:
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, reload)
+    # One stack, left in reverse: STOPPING=1, the tickers end, a reload under way finishes,
+    # the signal handlers go, and the daemon stops in its own stages.
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(daemon)
+        handlers = {signal.SIGTERM: stop.set, signal.SIGINT: stop.set, signal.SIGHUP: reload}
+        stack.enter_context(signal_handlers(handlers))
+        await stack.enter_async_context(finishing(reloads))
         daemon.start_polling()
-        notifier.ready()
-        watchdog = loop.create_task(_watchdog(daemon, notifier))
-        status = loop.create_task(_status(daemon))
+        await stack.enter_async_context(background(_watchdog(daemon, notifier)))
+        await stack.enter_async_context(background(_status(daemon)))
+        # Entered last so that systemd hears STOPPING=1 first; the tickers only run once this
+        # task waits, so READY=1 still comes before any of theirs.
+        stack.enter_context(_announced(notifier))
         await stop.wait()
+    return 0
+
+
+@contextlib.contextmanager
+def _announced(notifier: SystemdNotifier) -> Iterator[None]:
+    """Tell systemd the daemon is ready; on the way out, that it is stopping."""
+    notifier.ready()
+    try:
+        yield
+    finally:
         notifier.stopping()
         notifier.status("stopping")
-        for ticker in (watchdog, status):
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
-        for task in list(reloads):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(signum)
-        await daemon.stop()
-    return 0
 
 
 STATUS_EVERY_S = 5.0

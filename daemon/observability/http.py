@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -139,3 +140,15 @@ async def start_http(
         raise
     bound = runner.addresses[0][1] if runner.addresses else port
     return runner, int(bound)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    app: web.Application, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+) -> AsyncIterator[int]:
+    """Serve `app` on host:port for as long as the block runs; yield the bound port."""
+    runner, bound = await start_http(app, host, port)
+    try:
+        yield bound
+    finally:
+        await runner.cleanup()

@@ -37,8 +37,14 @@ from daemon.observability.logging import get_logger
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Problems
 from daemon.observability.sdnotify import SystemdNotifier
-from daemon.pipeline import Policies
-from daemon.policies.budget import Budgeted
+from daemon.pipeline import (
+    Batch,
+    EngineStage,
+    Pipeline,
+    Policies,
+    decisions_of,
+    events_of,
+)
 from daemon.policies.guard import SnapshotGuard
 from daemon.providers.registry import BUILTIN, Built, Providers
 from daemon.providers.spec import Wiring, client_settings
@@ -122,6 +128,7 @@ class Daemon:
         self._stack = AsyncExitStack()
         self._session: aiohttp.ClientSession | None = None
         self._engine: Engine | None = None
+        self._pipeline: Pipeline | None = None
         self._runner: Runner | None = None
         self._actions: ActionRegistry | None = None
         self._alerts: AlertBook | None = None
@@ -148,6 +155,12 @@ class Daemon:
         self._stopping = False
 
     # --- parts, available after start() ----------------------------------------------------------
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """Return the stages every batch goes through."""
+        assert self._pipeline is not None, "the daemon has not started"
+        return self._pipeline
 
     @property
     def engine(self) -> Engine:
@@ -241,6 +254,9 @@ class Daemon:
                 observer=_EngineMetrics(self.metrics),
             )
             self._rules_loaded(rules)
+            self._pipeline = Pipeline(
+                [EngineStage(self._engine, self.facts), *self.policies.stages(self.store)]
+            )
             jobs = [self._job(source) for source in built.sources]
             self._scheduler = PollScheduler(jobs, log=self.log, stop_timeout=POLL_STOP_S)
             self.readiness.expect_sources(sorted(job.name for job in jobs))
@@ -420,38 +436,28 @@ class Daemon:
         await asyncio.shield(task)
 
     async def _store_batch(self, source: str, events: list[Event], cursor: Cursor) -> None:
-        await self.policies.refresh(source)
+        pipeline = self.pipeline
+        await pipeline.prepare(source, self.clock.now())
         now = self.clock.now()
-        budgeted = await self.budgets.approvals(self.store, now)
-        async with self.store.batch() as batch:
-            unseen = await batch.unseen([event.key for event in events])
+        async with self.store.batch() as tx:
+            unseen = await tx.unseen([event.key for event in events])
             fresh: list[Event] = []
             for event in events:
                 if event.key in unseen:
                     unseen.discard(event.key)  # a key twice in one batch counts once
                     fresh.append(event)
-            evaluation = self.engine.plan(fresh, self.facts, now)
-            planned = self.policies.plan(source, now, budgeted)
-            scaled = planned.scaled
-            recorded = await batch.record_decisions(evaluation.decisions + planned.decisions)
-            settled = await self.alerts.settle(batch, fresh + planned.events, recorded, now)
-            for record in budgeted.records:
-                await batch.put_budget(record)
-            await batch.mark_seen([event.key for event in fresh], now)
-            await batch.set_cursor(source, cursor)
-            if evaluation.put:
-                await batch.put_memory(evaluation.put)
-            if evaluation.drop:
-                await batch.drop_memory(evaluation.drop)
+            results = pipeline.plan(Batch(source, fresh, now))
+            recorded = await tx.record_decisions(decisions_of(results))
+            settled = await self.alerts.settle(tx, fresh + events_of(results), recorded, now)
+            await pipeline.write(tx, results)
+            await tx.mark_seen([event.key for event in fresh], now)
+            await tx.set_cursor(source, cursor)
             if settled.forget:
-                await batch.drop_memory(settled.forget)
-        self.engine.apply(evaluation)
+                await tx.drop_memory(settled.forget)
+        await pipeline.apply(results, self.alerts)
         if settled.forget:
             self.engine.apply(Evaluation([], [], settled.forget))
         await self.alerts.committed(settled)
-        for key in scaled.resolve:
-            await self.alerts.resolve_alert(key)
-        await self._resolve_budget_alerts(budgeted)
         for event in fresh:
             self.metrics.events.labels(self._event_label(event.type)).inc()
         self.readiness.source_polled(source)
@@ -459,16 +465,6 @@ class Daemon:
         # Enforced alerts were raised in the transaction; the runner shows dry-run ones.
         self._submit([d for d in recorded if d.action != ALERT_ACTION or d.mode is Mode.DRY_RUN])
         await self._prune()
-
-    async def _resolve_budget_alerts(self, budgeted: Budgeted) -> None:
-        """End the approval alerts decided and, at a new month, last month's warnings."""
-        for key in budgeted.resolve:
-            await self.alerts.resolve_alert(key)
-        if budgeted.resolve_prefixes:
-            prefixes = tuple(budgeted.resolve_prefixes)
-            for alert in await self.store.firing_alerts():
-                if alert.key.startswith(prefixes):
-                    await self.alerts.resolve_alert(alert.key)
 
     async def _expire_alerts(self) -> None:
         while True:

@@ -18,7 +18,7 @@ from daemon.models import Mode
 from daemon.observability.logging import get_logger
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Problems
-from daemon.pipeline import Policies
+from daemon.pipeline import Batch, Pipeline, Policies
 from daemon.policies.autoscale import Scaled
 from daemon.policies.budget import BudgetPolicy, BudgetView, StepView
 from daemon.providers.errors import ProviderError
@@ -94,14 +94,17 @@ async def run_plan(
             facts.polled_at[source.name] = clock.now()
         # A missing database means the daemon never ran here: nothing is pending or done.
         pending = await _read_state(config, clock, budgets, rules)
+        # The daemon's policy stages, built the same way, prepare and plan as after a batch of
+        # each source; nothing they decide is written, sent or carried out.
+        pipeline = Pipeline(policies.stages(store=None))
         for source in sources:
-            await policies.refresh(source.name)
-    # The daemon's policies, built the same way; what they decide is discarded: nothing is
-    # recorded, sent or carried out.
+            await pipeline.prepare(source.name, clock.now())
     now = clock.now()
     for source in sources:
         if source.name in cpu_sources:
-            _print_scaled(policies.plan(source.name, now).scaled, out)
+            for result in pipeline.plan(Batch(source.name, (), now)):
+                if isinstance(result.detail, Scaled):
+                    _print_scaled(result.detail, out)
     for verdict in sorted(policy.verdicts.values(), key=lambda v: (v.rule, v.server)):
         if not verdict.verdict.resize and verdict.hold is None:
             print(

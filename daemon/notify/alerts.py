@@ -408,6 +408,13 @@ class AlertBook:
             await self._end(batch, alert, event.time, _event_data(event), now, settled)
             self._log.info("alert_resolved", rule=alert.rule, alert=alert.key, by_event=event.key)
 
+    async def resolve_prefixed(self, prefixes: Sequence[str]) -> None:
+        """End every firing alert whose key starts with one of `prefixes` (a month's warnings)."""
+        starts = tuple(prefixes)
+        for alert in await self._store.firing_alerts():
+            if alert.key.startswith(starts):
+                await self.resolve_alert(alert.key)
+
     async def resolve_alert(self, key: str) -> bool:
         """End a firing alert by its key, in a transaction of its own; return whether one was."""
         settled = Settled()

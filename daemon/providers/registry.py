@@ -60,21 +60,10 @@ class Providers:
     def __iter__(self) -> Iterator[ProviderSpec]:
         return iter(self._specs.values())
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._specs
-
-    def get(self, name: str) -> ProviderSpec:
-        """Return a provider by name, or raise KeyError."""
-        return self._specs[name]
-
     @property
     def traits(self) -> dict[str, ProviderTraits]:
         """Return every provider's traits by name."""
         return {name: spec.traits for name, spec in self._specs.items()}
-
-    def offering(self, capability: Capability) -> list[ProviderSpec]:
-        """Return the providers that offer `capability`."""
-        return [spec for spec in self if spec.traits.offers(capability)]
 
     # --- config ----------------------------------------------------------------------------------
 

@@ -106,10 +106,6 @@ class Vocabulary:
         sources = [event for traits in self.providers.values() for event in traits.events]
         object.__setattr__(self, "events", EventCatalogue(sources))
 
-    def offering(self, capability: Capability) -> tuple[str, ...]:
-        """Return the providers that offer `capability`, in registry order."""
-        return tuple(name for name, p in self.providers.items() if p.offers(capability))
-
     def autoscalable(self) -> tuple[str, ...]:
         """Return the providers an autoscale rule can name."""
         return tuple(name for name, p in self.providers.items() if p.autoscalable)

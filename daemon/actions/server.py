@@ -197,13 +197,17 @@ def server_params(
             hint = f"; use an autoscale rule with provider {value} to get a recommendation instead"
         raise ValueError(f"{value} cannot {_VERBS[capability]} through its API{hint}")
 
+    # Named by the action (`PowerOffParams`): each has its own providers in the JSON Schema.
+    name = "".join(part.title() for part in action.split("_")) + "Params"
     model: type[ServerParams] = type(
-        base.__name__,
+        name,
         (base,),
         {
             "__module__": base.__module__,
-            "__doc__": base.__doc__,
-            "__annotations__": {"provider": "str | None"},
+            "__qualname__": name,
+            "__doc__": f"Parameters of `{action}`.",
+            # No provider offers it: None, and a run says so.
+            "__annotations__": {"provider": "str" if offered else "str | None"},
             "provider": Field(
                 default=offered[0] if offered else None,
                 min_length=1,

@@ -116,3 +116,27 @@ def test_resolve_on_is_a_type_or_a_list(
     alert = {"summary": "s", "to": ["oncall"], "resolve": {"on": resolve_on}}
     rule = {"name": "r", "on": "seeweb.action.failed", "do": [{"alert": alert}]}
     assert messages(validator, {"rules": [rule]}) == []
+
+
+def test_each_server_action_and_autoscale_name_the_providers_that_offer_them(
+    validator: Draft202012Validator,
+) -> None:
+    def problems(rule: dict[str, Any]) -> list[str]:
+        return [error.message for error in validator.iter_errors({"rules": [rule]})]
+
+    def step(action: str, provider: str) -> dict[str, Any]:
+        params: dict[str, Any] = {"provider": provider, "snapshot": "none"}
+        if action == "set_cores":
+            params["cores"] = 2
+        return {"name": "r", "on": "seeweb.action.failed", "do": [{action: params}]}
+
+    assert problems(step("power_off", "seeweb")) == []
+    assert problems(step("set_cores", "glesys")) == []
+    # Glesys has no power actions here, and Seeweb cannot change cores in place.
+    assert problems(step("power_off", "glesys"))
+    assert problems(step("set_cores", "seeweb"))
+    definitions = SCHEMA["$defs"]
+    assert definitions["PowerOffParams"]["properties"]["provider"]["enum"] == ["seeweb"]
+    assert definitions["SetCoresParams"]["properties"]["provider"]["enum"] == ["glesys"]
+    autoscale = next(d for d in definitions.values() if d.get("title") == "Autoscale")
+    assert autoscale["properties"]["provider"]["enum"] == ["seeweb", "glesys"]

@@ -32,7 +32,7 @@ from pathlib import Path
 from bench.traces import STEP, STEPS_PER_DAY, TRACES, times
 from daemon.facts import CpuSample
 from daemon.policies.scaling import decide
-from daemon.providers.registry import vocabulary
+from daemon.registry import vocabulary
 from daemon.rules.compiled import ScalingSpec
 from daemon.rules.loader import load_rules
 

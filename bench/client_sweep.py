@@ -18,9 +18,9 @@ from pathlib import Path
 import aiohttp
 
 from bench.common import running_simulator
+from daemon.client.base import ClientSettings
+from daemon.client.errors import ProviderError
 from daemon.clock import SystemClock
-from daemon.providers.base import ClientSettings
-from daemon.providers.errors import ProviderError
 from daemon.providers.seeweb.client import SeewebClient
 from daemon.secret import Secret
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from daemon.facts import CpuSample, Facts
 from daemon.policies.autoscale import cpu_history_needed
-from daemon.providers.registry import vocabulary
+from daemon.registry import vocabulary
 from daemon.rules.loader import load_rules
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from pathlib import Path
 from daemon.engine import Engine
 from daemon.facts import Facts
 from daemon.models import Event
-from daemon.providers.registry import BUILTIN
+from daemon.registry import BUILTIN
 from daemon.rules.action import ActionParams
 from daemon.rules.loader import load_rules
 from daemon.rules.vocabulary import Vocabulary

@@ -25,11 +25,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from daemon.client.plans import PlanCatalogue
+from daemon.client.records import ItemProblem, parse_record
 from daemon.clock import FakeClock
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Hold, Problems
-from daemon.providers.plans import PlanCatalogue
-from daemon.providers.records import ItemProblem, parse_record
 from daemon.providers.seeweb.client import _PlansPage, _ServersPage
 
 RECORDED = Path(__file__).parent.parent / "tests" / "fixtures" / "recorded" / "ecs"

@@ -42,7 +42,7 @@ from daemon.providers.glesys.client import (
     GlesysStatus,
 )
 from daemon.providers.glesys.source import GlesysSource
-from daemon.providers.registry import BUILTIN, vocabulary
+from daemon.registry import BUILTIN, vocabulary
 from daemon.rules.loader import load_rules
 
 T0 = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)

@@ -46,8 +46,8 @@ from daemon.pipeline import (
     events_of,
 )
 from daemon.policies.guard import SnapshotGuard
-from daemon.providers.registry import BUILTIN, Built, Providers
-from daemon.providers.spec import Wiring, client_settings
+from daemon.provider import Wiring, client_settings
+from daemon.registry import BUILTIN, Built, Providers
 from daemon.rules.compiled import RuleSet
 from daemon.rules.loader import load_rules
 from daemon.sources.base import Source

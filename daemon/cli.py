@@ -188,7 +188,7 @@ def _run(args: argparse.Namespace) -> int:
     from daemon.errors import ConfigError
     from daemon.net import Listen
     from daemon.observability.logging import configure_logging
-    from daemon.providers.registry import load_config
+    from daemon.registry import load_config
     from daemon.state import StateError
 
     configure_logging()
@@ -212,12 +212,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from daemon.client.errors import ProviderError
     from daemon.clock import SystemClock
     from daemon.errors import ConfigError
     from daemon.observability.logging import configure_logging
     from daemon.plan import run_plan
-    from daemon.providers.errors import ProviderError
-    from daemon.providers.registry import load_config
+    from daemon.registry import load_config
 
     configure_logging(stream=sys.stderr, level="warning")
     try:
@@ -236,7 +236,7 @@ def _exec(args: argparse.Namespace) -> int:
     from daemon.errors import ConfigError
     from daemon.exec import run_exec, server_action_names
     from daemon.observability.logging import configure_logging
-    from daemon.providers.registry import load_config
+    from daemon.registry import load_config
 
     known = server_action_names()
     if args.action not in known:
@@ -283,7 +283,7 @@ def _approve(args: argparse.Namespace) -> int:
     from daemon.clock import SystemClock
     from daemon.errors import ConfigError
     from daemon.observability.logging import configure_logging
-    from daemon.providers.registry import load_config
+    from daemon.registry import load_config
 
     problem = usage_problem(args.id, reject=args.reject)
     if problem is not None:
@@ -314,7 +314,7 @@ def _approve(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from daemon.errors import ConfigError
     from daemon.notify.alerts import unknown_routes
-    from daemon.providers.registry import load_config, vocabulary
+    from daemon.registry import load_config, vocabulary
     from daemon.rules.loader import RuleError, load_rules
 
     lines: list[str] = []
@@ -347,7 +347,7 @@ def _check(args: argparse.Namespace) -> int:
 def _schema() -> int:
     import json
 
-    from daemon.providers.registry import vocabulary
+    from daemon.registry import vocabulary
     from daemon.rules.loader import rule_file_schema
 
     print(json.dumps(rule_file_schema(vocabulary()), indent=2))

@@ -33,7 +33,7 @@ from daemon.exec import run_exec
 from daemon.exitcodes import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from daemon.net import Listen
 from daemon.observability.logging import configure_logging
-from daemon.providers.registry import load_config
+from daemon.registry import load_config
 from daemon.rules.compiled import RuleSet
 from daemon.simulator.http import Simulation
 from daemon.simulator.linked import LinkedClock

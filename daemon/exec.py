@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from daemon.actions.runner import EXEC_RULE, Runner
 from daemon.actions.server import ActionError, ServerAction, ServerParams
+from daemon.client.errors import NotFoundError, ProviderError
 from daemon.clock import Clock
 from daemon.config import Config
 from daemon.errors import ConfigError
@@ -40,9 +41,8 @@ from daemon.observability.logging import get_logger
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Problems
 from daemon.policies.guard import GuardAlerts, SnapshotGuard, guard_alert_key
-from daemon.providers.errors import NotFoundError, ProviderError
-from daemon.providers.registry import BUILTIN
-from daemon.providers.spec import Wiring, client_settings
+from daemon.provider import Wiring, client_settings
+from daemon.registry import BUILTIN
 from daemon.rules.action import ActionContext
 from daemon.rules.compiled import RunOptions
 from daemon.rules.loader import load_rules

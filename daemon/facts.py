@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from daemon.providers.records import GpuPodBill, ServerBill, SnapshotBill, TemplateBill
+from daemon.client.records import GpuPodBill, ServerBill, SnapshotBill, TemplateBill
 
 ServerKey = tuple[str, str]
 """A server's identity in facts: (provider, name), e.g. ("seeweb", "ec200001")."""

@@ -25,6 +25,8 @@ from typing import Any, Protocol
 
 import structlog
 
+from daemon.client.errors import ProviderError
+from daemon.client.plans import PlanCatalogue
 from daemon.clock import Clock
 from daemon.engine import Engine
 from daemon.engine.engine import Evaluation
@@ -34,10 +36,8 @@ from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Problems
 from daemon.policies.autoscale import AutoscalePolicy, Scaled
 from daemon.policies.budget import Budgeted, BudgetPolicy
-from daemon.providers.errors import ProviderError
-from daemon.providers.plans import PlanCatalogue
-from daemon.providers.registry import Providers
-from daemon.providers.spec import ProviderSpec
+from daemon.provider import ProviderSpec
+from daemon.registry import Providers
 from daemon.rules.vocabulary import Capability
 from daemon.state.store import Batch as Transaction
 from daemon.state.store import Store

@@ -10,6 +10,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
+from daemon.client.errors import ProviderError
 from daemon.clock import Clock
 from daemon.config import Config
 from daemon.exitcodes import EXIT_FAILURE, EXIT_OK
@@ -21,9 +22,8 @@ from daemon.observability.problems import Problems
 from daemon.pipeline import Batch, Pipeline, Policies
 from daemon.policies.autoscale import Scaled
 from daemon.policies.budget import BudgetPolicy, BudgetView, StepView
-from daemon.providers.errors import ProviderError
-from daemon.providers.registry import BUILTIN, Providers
-from daemon.providers.spec import Wiring, client_settings
+from daemon.provider import Wiring, client_settings
+from daemon.registry import BUILTIN, Providers
 from daemon.rules.compiled import BudgetRule, BudgetStep, RuleSet
 from daemon.rules.loader import load_rules
 from daemon.state import SqliteStore

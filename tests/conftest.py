@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from daemon.app import Daemon
 from daemon.clock import FakeClock
-from daemon.providers.registry import load_config
+from daemon.registry import load_config
 from daemon.simulator.app import create_app
 from daemon.simulator.http import Simulation
 from daemon.simulator.linked import LinkedClock as SimLinkedClock

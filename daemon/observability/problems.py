@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from daemon.client.base import RequestLog
+from daemon.client.records import ItemProblem
 from daemon.clock import Clock
 from daemon.observability.collector import Sample
 from daemon.observability.metrics import Metrics
-from daemon.providers.base import RequestLog
-from daemon.providers.records import ItemProblem
 
 #: Why a policy holds, as the metric's `reason` label says it. A fixed set keeps the label bounded.
 REASONS = {

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from daemon.client.plans import PlanCatalogue
 from daemon.facts import Facts, ServerFact
 from daemon.models import Decision, Event
 from daemon.notifications import Severity, event_alert
@@ -22,7 +23,6 @@ from daemon.observability.collector import Sample
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Hold, Problems
 from daemon.policies.scaling import DAY, Verdict, decide
-from daemon.providers.plans import PlanCatalogue
 from daemon.rules.compiled import AutoscaleRule, RuleSet
 from daemon.rules.vocabulary import CpuReadings, ProviderTraits, Where
 from daemon.state.store import LedgerEntry, LedgerState

@@ -27,6 +27,8 @@ from typing import Any
 
 import structlog
 
+from daemon.client.errors import ProviderError
+from daemon.client.plans import PlanCatalogue
 from daemon.facts import Facts, PodFact, ServerFact
 from daemon.models import Decision, Event, Mode
 from daemon.notifications import Severity, event_alert
@@ -41,8 +43,6 @@ from daemon.policies.spend import (
     pod_in_scope,
     server_in_scope,
 )
-from daemon.providers.errors import ProviderError
-from daemon.providers.plans import PlanCatalogue
 from daemon.rules.compiled import BudgetRule, BudgetStep, RuleSet
 from daemon.rules.vocabulary import Where
 from daemon.state.store import BudgetRecord, LedgerEntry, Store

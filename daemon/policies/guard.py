@@ -25,10 +25,10 @@ from daemon.actions.server import (
     intent_tag,
     tagged,
 )
+from daemon.client.errors import ProviderError
 from daemon.models import Decision, Event, Outcome, OutcomeStatus
 from daemon.notifications import Severity, event_alert
 from daemon.observability.metrics import Metrics
-from daemon.providers.errors import ProviderError
 from daemon.rules.action import Action, ActionContext
 from daemon.rules.compiled import GuardSpec
 

@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from daemon.client.plans import PlanCatalogue
+from daemon.client.records import GpuPodBill, ServerBill
 from daemon.facts import Facts, MonthBills, PodFact, ServerFact
-from daemon.providers.plans import PlanCatalogue
-from daemon.providers.records import GpuPodBill, ServerBill
 from daemon.rules.compiled import BudgetScope
 
 RUNNING = "RUNNING"

@@ -1,1 +1,1 @@
-"""Providers: the shared HTTP client toolkit, and one package per cloud, with its registry."""
+"""One package per provider, each exporting `SPEC`; `daemon/registry.py` finds them here."""

@@ -7,12 +7,12 @@ from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, 
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from daemon.client.base import RequestLog
+from daemon.client.pagination import HasId, Position, Walked
 from daemon.facts import Facts
 from daemon.models import Event
 from daemon.observability.collector import Sample
 from daemon.observability.metrics import Metrics
-from daemon.providers.base import RequestLog
-from daemon.providers.pagination import HasId, Position, Walked
 from daemon.state.store import Cursor
 
 T = TypeVar("T")

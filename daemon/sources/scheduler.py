@@ -15,11 +15,11 @@ from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from daemon.client.errors import RateLimitedError, ServerError
 from daemon.clock import Clock
 from daemon.facts import Facts
 from daemon.models import Event
 from daemon.observability.metrics import Metrics
-from daemon.providers.errors import RateLimitedError, ServerError
 from daemon.retry import backoff_delay
 from daemon.sources.base import Source
 from daemon.state.store import Cursor

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from daemon.providers.registry import load_config
+from daemon.registry import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "deploy" / "systemd" / "cloudpilot.service"

@@ -14,7 +14,7 @@ from daemon.actions.server import ActionError, Target
 from daemon.config import Section
 from daemon.facts import CpuSample, ServerFact
 from daemon.models import Event
-from daemon.providers.spec import FindClient, ProviderSpec, Wiring
+from daemon.provider import FindClient, ProviderSpec, Wiring
 from daemon.rules.action import ActionContext
 from daemon.rules.vocabulary import Capability, CpuReadings, ProviderTraits, Where
 from daemon.sources.base import Source

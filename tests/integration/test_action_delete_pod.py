@@ -28,9 +28,9 @@ from daemon.models import Decision, Event, Mode, OutcomeStatus
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Problems
 from daemon.policies.guard import SnapshotGuard
+from daemon.provider import Wiring, client_settings
 from daemon.providers.k8sgpu.actions import DeletePodAction, DeletePodParams
-from daemon.providers.registry import BUILTIN, load_config, vocabulary
-from daemon.providers.spec import Wiring, client_settings
+from daemon.registry import BUILTIN, load_config, vocabulary
 from daemon.rules.action import ActionContext, params_as_data
 from daemon.rules.compiled import GuardSpec
 from daemon.rules.loader import RuleError, load_rules

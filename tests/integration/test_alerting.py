@@ -44,7 +44,7 @@ from daemon.app import Daemon
 from daemon.clock import FakeClock
 from daemon.errors import ConfigError
 from daemon.observability.logging import configure_logging
-from daemon.providers.registry import load_config
+from daemon.registry import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 

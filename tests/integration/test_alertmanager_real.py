@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from daemon.app import Daemon
 from daemon.clock import FakeClock
-from daemon.providers.registry import load_config
+from daemon.registry import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 READY_WITHIN_S = 30.0

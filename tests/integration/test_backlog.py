@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from daemon.app import Daemon
-from daemon.providers.registry import load_config
+from daemon.registry import load_config
 from daemon.state.store import LedgerState
 
 # One alert per failed action: the identity is the action's id.

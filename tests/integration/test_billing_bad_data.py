@@ -16,10 +16,10 @@ from conftest import SimFactory, SimHandle
 from prometheus_client import CollectorRegistry
 from test_clients_vs_sim import API_KEY, PASSWORD, fake_clock, k8sgpu, seeweb, sim_ok
 
+from daemon.client.errors import ProviderError
 from daemon.clock import FakeClock
 from daemon.facts import Facts
 from daemon.observability.metrics import Metrics
-from daemon.providers.errors import ProviderError
 from daemon.providers.seeweb.sources.billing import BillingSource
 from daemon.simulator.http import Credentials
 

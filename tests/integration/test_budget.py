@@ -16,7 +16,7 @@ from conftest import SimFactory, SimHandle, linked_daemon
 
 from daemon.app import Daemon
 from daemon.approve import approve_with
-from daemon.providers.registry import load_config
+from daemon.registry import load_config
 from daemon.state.store import LedgerState
 
 HOUR = 3600.0

@@ -33,9 +33,8 @@ from test_clients_vs_sim import (
     start,
 )
 
-from daemon.clock import FakeClock
-from daemon.providers.base import ClientSettings, HttpProvider
-from daemon.providers.errors import (
+from daemon.client.base import ClientSettings, HttpProvider
+from daemon.client.errors import (
     AuthError,
     BadResponseError,
     ConflictError,
@@ -45,6 +44,7 @@ from daemon.providers.errors import (
     RateLimitedError,
     ServerError,
 )
+from daemon.clock import FakeClock
 from daemon.providers.k8sgpu.client import K8sGpuClient
 from daemon.secret import Secret
 from daemon.simulator.http import Credentials

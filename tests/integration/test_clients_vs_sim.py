@@ -21,9 +21,9 @@ from typing import Any, Literal, TypeVar
 import pytest
 from conftest import START, SimFactory, SimHandle
 
+from daemon.client.base import ClientSettings, RequestLog
+from daemon.client.errors import NotFoundError
 from daemon.clock import FakeClock
-from daemon.providers.base import ClientSettings, RequestLog
-from daemon.providers.errors import NotFoundError
 from daemon.providers.glesys.client import GlesysClient
 from daemon.providers.k8sgpu.client import K8sGpuClient
 from daemon.providers.seeweb.client import SeewebClient

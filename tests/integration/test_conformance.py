@@ -22,12 +22,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from daemon.client.base import ClientSettings
+from daemon.client.errors import AuthError, ConflictError, NotFoundError
+from daemon.client.plans import PlanCatalogue, family_of
+from daemon.client.records import ItemProblem, PageItems
 from daemon.clock import FakeClock
-from daemon.providers.base import ClientSettings
-from daemon.providers.errors import AuthError, ConflictError, NotFoundError
 from daemon.providers.glesys.client import GlesysClient
-from daemon.providers.plans import PlanCatalogue, family_of
-from daemon.providers.records import ItemProblem, PageItems
 from daemon.providers.seeweb.client import SeewebClient
 from daemon.secret import Secret
 

@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 from daemon.app import Daemon, run
 from daemon.clock import FakeClock
 from daemon.net import Listen
-from daemon.providers.registry import load_config
+from daemon.registry import load_config
 from daemon.state import LedgerState, SqliteStore
 
 FAILED_ACTION_RULES = """\

@@ -29,7 +29,7 @@ from daemon.app import Daemon
 from daemon.clock import FakeClock
 from daemon.net import Listen
 from daemon.observability.http import ListenError
-from daemon.providers.registry import load_config
+from daemon.registry import load_config
 from daemon.state import LedgerState, SqliteStore
 from daemon.state.lock import StateInUse
 from daemon.state.store import StateError

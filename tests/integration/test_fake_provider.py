@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from daemon.app import Daemon
 from daemon.clock import FakeClock
 from daemon.errors import ConfigError
-from daemon.providers.registry import Providers
+from daemon.registry import Providers
 from daemon.rules.loader import RuleError, load_rules
 from daemon.state.store import LedgerState
 

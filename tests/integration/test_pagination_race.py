@@ -14,9 +14,9 @@ from collections import Counter
 from conftest import SimFactory, SimHandle
 from test_clients_vs_sim import fake_clock, k8sgpu, seeweb, served, sim_ok, start
 
+from daemon.client.records import GpuEvent
 from daemon.providers.k8sgpu.client import K8sGpuClient
 from daemon.providers.k8sgpu.listings import new_events
-from daemon.providers.records import GpuEvent
 from daemon.providers.seeweb.listings import new_actions
 
 POLLS = 30

@@ -21,7 +21,7 @@ from daemon.clock import FakeClock
 from daemon.config import Config
 from daemon.exitcodes import EXIT_FAILURE, EXIT_OK
 from daemon.plan import run_plan
-from daemon.providers.registry import load_config
+from daemon.registry import load_config
 from daemon.state import SqliteStore
 
 HOUR = 3600.0

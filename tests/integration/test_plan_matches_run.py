@@ -16,7 +16,7 @@ from conftest import SimFactory, linked_daemon
 
 from daemon.clock import FakeClock
 from daemon.plan import run_plan
-from daemon.providers.registry import load_config
+from daemon.registry import load_config
 
 WORLD = """\
 name: plan-matches-run

@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 from daemon.app import Daemon
 from daemon.clock import FakeClock
 from daemon.plan import run_plan
-from daemon.providers.registry import load_config
+from daemon.registry import load_config
 
 SEEWEB_RULE = """\
 rules:

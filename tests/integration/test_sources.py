@@ -31,18 +31,18 @@ from test_clients_vs_sim import (
     sim_ok,
 )
 
+from daemon.client.base import ClientSettings
 from daemon.clock import FakeClock
 from daemon.facts import Facts
 from daemon.models import Event
 from daemon.observability.metrics import Metrics
-from daemon.providers.base import ClientSettings
 from daemon.providers.glesys.source import GlesysSource
 from daemon.providers.k8sgpu.source import K8sGpuSource
-from daemon.providers.registry import vocabulary
 from daemon.providers.seeweb.sources.actions import ActionsSource
 from daemon.providers.seeweb.sources.billing import BillingSource
 from daemon.providers.seeweb.sources.logs import LogsSource
 from daemon.providers.seeweb.sources.metrics import MetricsSource
+from daemon.registry import vocabulary
 from daemon.simulator.ecs import server_bills, snapshot_bills, template_bills
 from daemon.simulator.http import Credentials
 from daemon.simulator.k8sgpu import billing_lines

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from daemon.durations import Seconds
 from daemon.notify.alerts import unknown_routes
-from daemon.providers.registry import BUILTIN, vocabulary
+from daemon.registry import BUILTIN, vocabulary
 from daemon.rules.action import ActionParams
 from daemon.rules.loader import RuleError, check_rules, load_rules
 from daemon.rules.vocabulary import Vocabulary

@@ -12,7 +12,7 @@ import pytest
 
 from daemon.approve import approve_with, run_approve
 from daemon.clock import FakeClock
-from daemon.providers.registry import load_config
+from daemon.registry import load_config
 from daemon.state import BudgetRecord, SqliteStore
 
 START = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)

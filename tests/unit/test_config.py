@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import ConfigError
-from daemon.providers.registry import load_config
+from daemon.registry import load_config
 
 
 def write(folder: Path, text: str, **secrets: str) -> Path:

@@ -20,9 +20,8 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from daemon.clock import FakeClock
-from daemon.providers.base import ClientSettings, ProblemObserver
-from daemon.providers.errors import (
+from daemon.client.base import ClientSettings, ProblemObserver
+from daemon.client.errors import (
     AuthError,
     BadResponseError,
     ConflictError,
@@ -33,8 +32,9 @@ from daemon.providers.errors import (
     RateLimitedError,
     ServerError,
 )
+from daemon.client.records import ItemProblem, PageItems
+from daemon.clock import FakeClock
 from daemon.providers.k8sgpu.client import K8sGpuClient
-from daemon.providers.records import ItemProblem, PageItems
 from daemon.providers.seeweb.client import SeewebClient
 from daemon.secret import Secret
 

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.providers.errors import PaginationLimitError
+from daemon.client.errors import PaginationLimitError
+from daemon.client.pagination import Position
+from daemon.client.records import Action, GpuEvent, LogEntry, PageItems
 from daemon.providers.k8sgpu.listings import new_events, resume_events
-from daemon.providers.pagination import Position
-from daemon.providers.records import Action, GpuEvent, LogEntry, PageItems
 from daemon.providers.seeweb.listings import new_actions, new_logs, resume_actions, resume_logs
 
 

@@ -22,7 +22,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from daemon.cli import _parser
 from daemon.notify.alerts import unknown_routes
 from daemon.observability.metrics import Metrics
-from daemon.providers.registry import vocabulary
+from daemon.registry import vocabulary
 from daemon.rules.compiled import RuleSet
 from daemon.rules.loader import check_rules, load_rules
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from daemon.providers.records import (
+from daemon.client.records import (
     Action,
     ItemProblem,
     LogEntry,
@@ -226,7 +226,7 @@ def test_a_list_that_is_not_a_list_still_fails_the_answer() -> None:
     ids=["objects (live)", "names", "null"],
 )
 def test_hosts_list_their_servers_as_objects_names_or_nothing(servers: Any) -> None:
-    from daemon.providers.records import HostAvailability
+    from daemon.client.records import HostAvailability
 
     host = HostAvailability.model_validate({"host": "ecs1.host", "servers": servers})
     assert [s.name for s in host.servers] == ([] if servers is None else ["ec1"])
@@ -246,7 +246,7 @@ def test_available_regions_come_nested_or_flat(regions: Any) -> None:
 
 @pytest.mark.parametrize("parent", [107, "107", {"id": 107, "name": "SNP-2"}, None])
 def test_a_snapshot_parent_is_an_id_or_the_whole_snapshot(parent: Any) -> None:
-    from daemon.providers.records import Snapshot
+    from daemon.client.records import Snapshot
 
     snap = Snapshot.model_validate({"id": 108, "snapshot_parent": parent})
     assert snap.snapshot_parent == (None if parent is None else 107)

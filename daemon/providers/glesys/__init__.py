@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from daemon.provider import FindClient, ProviderSpec, Wiring
 from daemon.providers.glesys.client import GlesysClient
 from daemon.providers.glesys.config import GlesysConfig
 from daemon.providers.glesys.events import EVENTS
 from daemon.providers.glesys.servers import PROVIDER, GlesysServers
 from daemon.providers.glesys.source import GlesysSource
-from daemon.providers.spec import FindClient, ProviderSpec, Wiring
 from daemon.rules.vocabulary import Capability, CpuReadings, ProviderTraits, Where
 from daemon.sources.base import Source
 

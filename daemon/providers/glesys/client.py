@@ -14,8 +14,7 @@ from typing import Annotated, Any
 import aiohttp
 from pydantic import Field, model_validator
 
-from daemon.clock import Clock
-from daemon.providers.base import (
+from daemon.client.base import (
     BasicAuth,
     Call,
     ClientSettings,
@@ -25,7 +24,7 @@ from daemon.providers.base import (
     RequestLog,
     RequestObserver,
 )
-from daemon.providers.errors import (
+from daemon.client.errors import (
     AuthError,
     ConflictError,
     NotFoundError,
@@ -33,7 +32,7 @@ from daemon.providers.errors import (
     RequestRejected,
     ServerError,
 )
-from daemon.providers.records import (
+from daemon.client.records import (
     EachItem,
     Flag,
     Integer,
@@ -43,6 +42,7 @@ from daemon.providers.records import (
     RequiredText,
     Text,
 )
+from daemon.clock import Clock
 from daemon.secret import Secret
 
 #: Glesys's own status code for a server locked by a change under way (sent with HTTP 500).

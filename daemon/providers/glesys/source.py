@@ -6,13 +6,13 @@ from collections.abc import Iterator
 from datetime import datetime
 from functools import partial
 
+from daemon.client.base import RequestLog
+from daemon.client.errors import ProviderError
 from daemon.clock import Clock
 from daemon.facts import CpuSample, Facts, ServerFact
 from daemon.models import Event
 from daemon.observability.collector import Sample
 from daemon.observability.metrics import Metrics
-from daemon.providers.base import RequestLog
-from daemon.providers.errors import ProviderError
 from daemon.providers.glesys.client import (
     GlesysAllowedArguments,
     GlesysClient,

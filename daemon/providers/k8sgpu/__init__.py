@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from daemon.provider import FindClient, ProviderSpec, Wiring
 from daemon.providers.k8sgpu.actions import DeletePodAction
 from daemon.providers.k8sgpu.client import K8sGpuClient
 from daemon.providers.k8sgpu.config import K8sGpuConfig
 from daemon.providers.k8sgpu.events import EVENTS
 from daemon.providers.k8sgpu.source import K8sGpuSource
-from daemon.providers.spec import FindClient, ProviderSpec, Wiring
 from daemon.rules.action import Action
 from daemon.rules.vocabulary import Capability, ProviderTraits, SpendReadings, Where
 from daemon.sources.base import Source

@@ -12,10 +12,10 @@ from typing import Annotated, ClassVar
 from pydantic import AfterValidator, Field
 
 from daemon.actions.server import ActionError
+from daemon.client.errors import ConflictError, NotFoundError
+from daemon.client.records import Pod
 from daemon.models import Outcome, OutcomeStatus
-from daemon.providers.errors import ConflictError, NotFoundError
 from daemon.providers.k8sgpu.client import K8sGpuClient
-from daemon.providers.records import Pod
 from daemon.rules.action import ActionContext, ActionParams
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")

@@ -8,8 +8,7 @@ from typing import Annotated
 import aiohttp
 from pydantic import ConfigDict, RootModel
 
-from daemon.clock import Clock
-from daemon.providers.base import (
+from daemon.client.base import (
     ClientSettings,
     Envelope,
     HttpProvider,
@@ -21,7 +20,7 @@ from daemon.providers.base import (
     RequestObserver,
     SecretToken,
 )
-from daemon.providers.records import (
+from daemon.client.records import (
     Cluster,
     EachItem,
     GpuBill,
@@ -34,6 +33,7 @@ from daemon.providers.records import (
     Text,
     Timestamp,
 )
+from daemon.clock import Clock
 from daemon.secret import Secret
 
 #: Refresh the JWT once this share of its `max_age` has passed.

@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from daemon.client.base import RequestLog
+from daemon.client.records import GpuEvent, Pod
 from daemon.clock import Clock
 from daemon.facts import Facts, PodFact
 from daemon.models import Event
 from daemon.observability.metrics import Metrics
-from daemon.providers.base import RequestLog
 from daemon.providers.k8sgpu.client import K8sGpuClient
 from daemon.providers.k8sgpu.listings import resume_events
-from daemon.providers.records import GpuEvent, Pod
 from daemon.sources.base import cursor_set, iso, walk
 from daemon.state.store import Cursor
 

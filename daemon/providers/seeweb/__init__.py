@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from daemon.providers.plans import PlanCatalogue
+from daemon.client.plans import PlanCatalogue
+from daemon.provider import FindClient, ProviderSpec, Wiring
 from daemon.providers.seeweb.client import SeewebClient
 from daemon.providers.seeweb.config import SeewebConfig
 from daemon.providers.seeweb.events import EVENTS
@@ -16,7 +17,6 @@ from daemon.providers.seeweb.sources.actions import ActionsSource
 from daemon.providers.seeweb.sources.billing import BillingSource
 from daemon.providers.seeweb.sources.logs import LogsSource
 from daemon.providers.seeweb.sources.metrics import MetricsSource
-from daemon.providers.spec import FindClient, ProviderSpec, Wiring
 from daemon.rules.vocabulary import (
     Capability,
     CpuReadings,

@@ -8,8 +8,7 @@ from typing import Annotated, Any, Literal
 import aiohttp
 from pydantic import AliasChoices, BeforeValidator, ConfigDict, Field, RootModel, model_validator
 
-from daemon.clock import Clock
-from daemon.providers.base import (
+from daemon.client.base import (
     ApiKeyAuth,
     Authenticator,
     ClientSettings,
@@ -23,8 +22,8 @@ from daemon.providers.base import (
     RequestObserver,
     SecretToken,
 )
-from daemon.providers.errors import BadResponseError
-from daemon.providers.records import (
+from daemon.client.errors import BadResponseError
+from daemon.client.records import (
     Account,
     Action,
     EachItem,
@@ -50,6 +49,7 @@ from daemon.providers.records import (
     Timestamp,
     each_item,
 )
+from daemon.clock import Clock
 from daemon.secret import Secret
 
 #: Header for long-lived API tokens; the docs also spell it X-API-TOKEN, real clients send this.

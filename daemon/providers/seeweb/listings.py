@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from daemon.providers.pagination import (
+from daemon.client.pagination import (
     DEFAULT_MAX_PAGES,
     DEFAULT_PAGE_SIZE,
     PageFetch,
@@ -15,7 +15,7 @@ from daemon.providers.pagination import (
     resume_walk,
     walk_newest_first,
 )
-from daemon.providers.records import Action, LogEntry
+from daemon.client.records import Action, LogEntry
 
 
 class ActionLister(Protocol):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from daemon.actions.server import POLL_EVERY_S, ActionError, SnapshotRef, Target
-from daemon.providers.records import Action as ProviderAction
-from daemon.providers.records import Snapshot
+from daemon.client.records import Action as ProviderAction
+from daemon.client.records import Snapshot
 from daemon.providers.seeweb.client import SeewebClient
 from daemon.rules.action import ActionContext
 

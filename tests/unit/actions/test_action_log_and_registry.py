@@ -15,7 +15,7 @@ from daemon.clock import FakeClock
 from daemon.models import Decision, Outcome, OutcomeStatus
 from daemon.notify.alert_action import AlertParams
 from daemon.providers.k8sgpu.actions import DeletePodParams
-from daemon.providers.registry import BUILTIN, Built, vocabulary
+from daemon.registry import BUILTIN, Built, vocabulary
 from daemon.rules.action import ActionContext
 
 

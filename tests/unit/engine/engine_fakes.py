@@ -11,7 +11,7 @@ from pydantic import Field
 
 from daemon.durations import Seconds
 from daemon.models import Event, Mode
-from daemon.providers.registry import BUILTIN
+from daemon.registry import BUILTIN
 from daemon.rules.action import ActionParams
 from daemon.rules.compiled import RuleSet
 from daemon.rules.loader import check_rules, load_rules

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from daemon.providers.registry import vocabulary
+from daemon.registry import vocabulary
 from daemon.rules.loader import SCHEMA_ID, parse_yaml, rule_file_schema
 
 REPO = Path(__file__).resolve().parents[3]

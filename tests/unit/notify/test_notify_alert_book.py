@@ -20,7 +20,7 @@ from daemon.notifications import AlertStatus, Notification
 from daemon.notify.alerts import AlertBook
 from daemon.observability.logging import get_logger
 from daemon.observability.metrics import Metrics
-from daemon.providers.registry import vocabulary
+from daemon.registry import vocabulary
 from daemon.rules.compiled import RuleSet
 from daemon.rules.loader import load_rules
 from daemon.rules.memory import MemoryKind

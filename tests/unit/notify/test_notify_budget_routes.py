@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from daemon.notify.alerts import unknown_routes
-from daemon.providers.registry import vocabulary
+from daemon.registry import vocabulary
 from daemon.rules.compiled import BudgetRule, BudgetScope, RuleSet
 from daemon.rules.loader import load_rules
 

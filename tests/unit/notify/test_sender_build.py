@@ -16,7 +16,7 @@ from daemon.config import Config
 from daemon.errors import ConfigError
 from daemon.notifications import Verdict
 from daemon.notify.senders import build_senders
-from daemon.providers.registry import load_config
+from daemon.registry import load_config
 
 PATH_TOKEN = "T0K3N-in-the-path"
 

@@ -9,10 +9,10 @@ import structlog
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from daemon.client.records import ItemProblem
 from daemon.clock import FakeClock
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import MAX_UNREADABLE_SHOWN, Hold, Problems
-from daemon.providers.records import ItemProblem
 
 T0 = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 

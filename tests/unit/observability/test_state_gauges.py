@@ -10,15 +10,15 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from daemon.client.records import MetricSample, Server, ServerMetrics
 from daemon.clock import FakeClock
 from daemon.facts import CpuSample, Facts, ServerFact
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Problems
 from daemon.policies.autoscale import AutoscalePolicy
-from daemon.providers.records import MetricSample, Server, ServerMetrics
-from daemon.providers.registry import BUILTIN, vocabulary
 from daemon.providers.seeweb.client import SeewebClient
 from daemon.providers.seeweb.sources.metrics import MetricsSource
+from daemon.registry import BUILTIN, vocabulary
 from daemon.rules.loader import load_rules
 
 T0 = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)

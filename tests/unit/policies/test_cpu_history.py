@@ -12,7 +12,7 @@ from daemon.facts import CpuSample, Facts
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Problems
 from daemon.policies.autoscale import AutoscalePolicy
-from daemon.providers.registry import BUILTIN, vocabulary
+from daemon.registry import BUILTIN, vocabulary
 from daemon.rules.compiled import RuleSet
 from daemon.rules.loader import load_rules
 

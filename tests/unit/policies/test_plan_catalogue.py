@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.providers.plans import PlanCatalogue, family_of
-from daemon.providers.records import Plan, parse_record
+from daemon.client.plans import PlanCatalogue, family_of
+from daemon.client.records import Plan, parse_record
 from daemon.providers.seeweb.client import _PlansPage
 
 RECORDED = Path(__file__).parents[2] / "fixtures" / "recorded" / "ecs" / "plans.json"

@@ -7,6 +7,15 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from daemon.client.plans import PlanCatalogue
+from daemon.client.records import (
+    GpuPodBill,
+    GpuPodRef,
+    Plan,
+    ServerBill,
+    SnapshotBill,
+    TemplateBill,
+)
 from daemon.facts import Facts, MonthBills, PodFact, ServerFact
 from daemon.policies.spend import (
     BurnHistory,
@@ -14,15 +23,6 @@ from daemon.policies.spend import (
     month_end,
     month_of,
     previous_month,
-)
-from daemon.providers.plans import PlanCatalogue
-from daemon.providers.records import (
-    GpuPodBill,
-    GpuPodRef,
-    Plan,
-    ServerBill,
-    SnapshotBill,
-    TemplateBill,
 )
 from daemon.rules.compiled import BudgetScope
 from daemon.rules.selector import ServerSelector

@@ -10,8 +10,8 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from daemon.providers.pagination import Position, Walked
-from daemon.providers.records import ServerBill, ServerBilling
+from daemon.client.pagination import Position, Walked
+from daemon.client.records import ServerBill, ServerBilling
 from daemon.providers.seeweb.sources.billing import estimate_billed_until
 from daemon.sources.base import cursor_int, cursor_map, cursor_set, gather_limited, walk
 

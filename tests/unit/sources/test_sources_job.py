@@ -8,7 +8,7 @@ import random
 import pytest
 from source_fakes import HangingSource, Rig, ScriptedSource, waiting_for
 
-from daemon.providers.errors import (
+from daemon.client.errors import (
     PaginationLimitError,
     ProviderUnreachable,
     RateLimitedError,

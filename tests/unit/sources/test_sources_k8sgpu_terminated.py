@@ -8,13 +8,13 @@ from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 
+from daemon.client.records import GpuEvent, Pod
 from daemon.clock import FakeClock
 from daemon.facts import Facts
 from daemon.models import Event
 from daemon.observability.metrics import Metrics
 from daemon.providers.k8sgpu.client import K8sGpuClient
 from daemon.providers.k8sgpu.source import K8sGpuSource, pod_fact
-from daemon.providers.records import GpuEvent, Pod
 from daemon.state.store import Cursor
 
 NOW = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)

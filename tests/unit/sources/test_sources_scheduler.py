@@ -10,7 +10,7 @@ import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 from source_fakes import HangingSource, Rig, ScriptedSource, waiting_for
 
-from daemon.providers.errors import ServerError
+from daemon.client.errors import ServerError
 from daemon.sources.scheduler import PollScheduler, SourceJob
 
 WAIT = 5.0  # a bound on waiting for an event, never a sleep

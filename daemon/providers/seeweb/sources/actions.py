@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from daemon.client.base import RequestLog
+from daemon.client.errors import NotFoundError
+from daemon.client.records import Action
 from daemon.clock import Clock
 from daemon.facts import Facts
 from daemon.models import Event
-from daemon.providers.base import RequestLog
-from daemon.providers.errors import NotFoundError
-from daemon.providers.records import Action
 from daemon.providers.seeweb.client import SeewebClient
 from daemon.providers.seeweb.listings import resume_actions
 from daemon.sources.base import cursor_map, cursor_set, iso, walk

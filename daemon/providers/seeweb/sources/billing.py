@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from daemon.client.errors import ProviderError
+from daemon.client.records import GpuPodBill, ServerBilling
 from daemon.clock import Clock
 from daemon.facts import Facts, MonthBills, MonthCost
 from daemon.models import Event
 from daemon.observability.collector import Sample
 from daemon.observability.metrics import Metrics
-from daemon.providers.errors import ProviderError
 from daemon.providers.k8sgpu.client import K8sGpuClient
-from daemon.providers.records import GpuPodBill, ServerBilling
 from daemon.providers.seeweb.client import SeewebClient
 from daemon.sources.base import cursor_map, iso
 from daemon.state.store import Cursor

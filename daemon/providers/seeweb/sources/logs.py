@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from daemon.client.base import RequestLog
+from daemon.client.records import LogEntry
 from daemon.clock import Clock
 from daemon.facts import Facts
 from daemon.models import Event
-from daemon.providers.base import RequestLog
-from daemon.providers.records import LogEntry
 from daemon.providers.seeweb.client import SeewebClient
 from daemon.providers.seeweb.listings import resume_logs
 from daemon.sources.base import iso, walk

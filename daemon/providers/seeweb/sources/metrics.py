@@ -7,13 +7,13 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from functools import partial
 
+from daemon.client.errors import NotFoundError
+from daemon.client.records import MetricSample, Server, ServerMetrics
 from daemon.clock import Clock
 from daemon.facts import CpuSample, Facts, ServerFact
 from daemon.models import Event
 from daemon.observability.collector import Sample
 from daemon.observability.metrics import Metrics
-from daemon.providers.errors import NotFoundError
-from daemon.providers.records import MetricSample, Server, ServerMetrics
 from daemon.providers.seeweb.client import SeewebClient
 from daemon.sources.base import DEFAULT_CONCURRENCY, cursor_map, gather_limited, server_series
 from daemon.state.store import Cursor

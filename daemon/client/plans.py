@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from daemon.providers.records import Plan
+from daemon.client.records import Plan
 
 MemoryClass = Literal["standard", "high"]
 

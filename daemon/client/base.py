@@ -19,8 +19,7 @@ import aiohttp
 from pydantic import BaseModel, BeforeValidator, model_validator
 from yarl import URL
 
-from daemon.clock import Clock
-from daemon.providers.errors import (
+from daemon.client.errors import (
     AuthError,
     BadResponseError,
     ConflictError,
@@ -32,7 +31,8 @@ from daemon.providers.errors import (
     RequestRejected,
     ServerError,
 )
-from daemon.providers.records import ItemProblem, Record, RecordError, parse_record, raw_ids
+from daemon.client.records import ItemProblem, Record, RecordError, parse_record, raw_ids
+from daemon.clock import Clock
 from daemon.retry import backoff_delay, parse_retry_after
 from daemon.secret import Secret
 

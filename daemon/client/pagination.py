@@ -27,8 +27,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from daemon.providers.errors import PaginationLimitError
-from daemon.providers.records import PageItems
+from daemon.client.errors import PaginationLimitError
+from daemon.client.records import PageItems
 
 DEFAULT_PAGE_SIZE = 50
 DEFAULT_MAX_PAGES = 20

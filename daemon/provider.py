@@ -1,6 +1,6 @@
 """What a provider package declares (`SPEC`), and what building its parts may use.
 
-See `daemon/providers/registry.py` for how the declarations are found and used.
+See `daemon/registry.py` for how the declarations are found and used.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import structlog
 from pydantic import BaseModel
 
 from daemon.actions.server import ServerBackend
+from daemon.client.base import ClientSettings
+from daemon.client.plans import PlanCatalogue
 from daemon.clock import Clock
 from daemon.config import Config, ProviderSection
 from daemon.facts import Facts
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Problems
-from daemon.providers.base import ClientSettings
-from daemon.providers.plans import PlanCatalogue
 from daemon.rules.action import Action
 from daemon.rules.vocabulary import Capability, ProviderTraits
 from daemon.secret import Secret

@@ -31,7 +31,7 @@ from daemon.actions.webhook import WebhookAction
 from daemon.clock import Clock
 from daemon.config import Config, read_config
 from daemon.notify.alert_action import AlertAction, AlertRaiser
-from daemon.providers.spec import ProviderSpec, Wiring
+from daemon.provider import ProviderSpec, Wiring
 from daemon.rules.action import Action, ActionParams
 from daemon.rules.vocabulary import Capability, ProviderTraits, Vocabulary
 from daemon.sources.base import Source

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from daemon.models import Event, Mode
 from daemon.rules.cel import CelCondition
@@ -218,13 +218,26 @@ class RuleSet:
     rules: tuple[CompiledRule, ...] = ()
     guard: GuardSpec | None = None
     files: tuple[str, ...] = ()
-    autoscale: tuple[AutoscaleRule, ...] = ()
-    budgets: tuple[BudgetRule, ...] = ()
+    kinds: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    """The rules of each registered kind (`daemon/rules/kinds.py`) by its key, in load order."""
 
     def __len__(self) -> int:
         events = sum(1 for rule in self.rules if rule.enabled)
-        scalers = sum(1 for rule in self.autoscale if rule.enabled)
-        return events + scalers + sum(1 for rule in self.budgets if rule.enabled)
+        return events + sum(1 for found in self.kinds.values() for rule in found if rule.enabled)
+
+    def of_kind(self, key: str) -> tuple[Any, ...]:
+        """Return the rules of one kind (`autoscale`, `budget`, ...), in load order."""
+        return self.kinds.get(key, ())
+
+    @property
+    def autoscale(self) -> tuple[AutoscaleRule, ...]:
+        """Return the autoscale rules."""
+        return cast(tuple[AutoscaleRule, ...], self.of_kind("autoscale"))
+
+    @property
+    def budgets(self) -> tuple[BudgetRule, ...]:
+        """Return the budget rules."""
+        return cast(tuple[BudgetRule, ...], self.of_kind("budget"))
 
     @property
     def guard_in_force(self) -> GuardSpec:

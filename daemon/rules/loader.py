@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Final
-from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -25,32 +24,23 @@ from daemon.rules.cel import CelCompileError, CelCompiler, CelCondition, CelIssu
 from daemon.rules.compiled import (
     DEFAULT_GUARD,
     ActionStep,
-    AutoscaleRule,
-    BudgetRule,
-    BudgetScope,
-    BudgetStep,
     CompiledRule,
     FirstSeen,
     GuardSpec,
     RuleSet,
     RunOptions,
-    ScalingSpec,
-    Threshold,
     Throttle,
 )
 from daemon.rules.events import EVENTS_CONTEXT, EventCatalogue
+from daemon.rules.kinds import RuleKind
 from daemon.rules.match import MISSING, compile_match, value_getter
 from daemon.rules.schema import (
     MAX_WHEN_CHARS,
-    AutoscaleRuleModel,
-    BudgetRuleModel,
     GuardModel,
     RuleFileModel,
     RuleModel,
 )
-from daemon.rules.selector import ServerSelector
 from daemon.rules.vocabulary import Vocabulary
-from daemon.rules.windows import Windows, parse_window
 
 MAX_FILE_BYTES: Final = 1024 * 1024
 MAX_NESTING: Final = 50
@@ -97,7 +87,8 @@ def rule_file_schema(vocabulary: Vocabulary) -> dict[str, Any]:
     """Return the JSON Schema of a rule file, with each action's parameters spelled out."""
     actions = vocabulary.actions
     names = sorted(actions)
-    models: list[type[BaseModel]] = [RuleFileModel, *(actions[name] for name in names)]
+    kinds = [kind.model for kind in vocabulary.kinds]
+    models: list[type[BaseModel]] = [RuleFileModel, *kinds, *(actions[name] for name in names)]
     refs, top = models_json_schema(
         [(model, "validation") for model in models], ref_template="#/$defs/{model}"
     )
@@ -123,7 +114,7 @@ def rule_file_schema(vocabulary: Vocabulary) -> dict[str, Any]:
     do["items"] = items
     schema = dict(defs.pop(root_name))
     schema["$defs"] = defs
-    schema["properties"]["rules"]["items"] = _rule_kinds(defs)
+    schema["properties"]["rules"]["items"] = _rule_kinds(defs, vocabulary.kinds)
     autoscale = _titled(defs, "Autoscale")["properties"]["provider"]
     autoscale["enum"] = list(vocabulary.autoscalable())
     # The event types are the providers': filled in here, where the vocabulary is known.
@@ -149,28 +140,26 @@ def _titled(defs: dict[str, Any], title: str) -> dict[str, Any]:
 SCHEMA_ID = "urn:cloudpilot:schema:rule-file:1"
 
 
-def _rule_kinds(defs: Mapping[str, Any]) -> dict[str, Any]:
+def _rule_kinds(defs: Mapping[str, Any], kinds: Sequence[RuleKind]) -> dict[str, Any]:
     """Return a rule's schema that picks its kind by key, so an editor's error names one kind.
 
-    A rule with `autoscale` is an autoscale rule, one with `budget` a budget rule, any other an
-    event rule (`on` and `do`); with a plain anyOf, one mistake would list all three kinds.
+    A rule with a registered kind's key (`autoscale`, `budget`) is a rule of that kind, any
+    other an event rule (`on` and `do`); with a plain anyOf, one mistake would list every kind.
     """
 
     def ref(title: str) -> dict[str, str]:
         name = next(name for name, schema in defs.items() if schema.get("title") == title)
         return {"$ref": f"#/$defs/{name}"}
 
-    return {
-        "description": "An event rule (on, do), an autoscale rule (autoscale) or a budget rule "
-        "(budget).",
-        "if": {"type": "object", "required": ["autoscale"]},
-        "then": ref("AutoscaleRule"),
-        "else": {
-            "if": {"type": "object", "required": ["budget"]},
-            "then": ref("BudgetRule"),
-            "else": ref("Rule"),
-        },
-    }
+    picked: dict[str, Any] = ref("Rule")
+    for kind in reversed(kinds):
+        picked = {
+            "if": {"type": "object", "required": [kind.key]},
+            "then": ref(kind.title),
+            "else": picked,
+        }
+    words = ", ".join(f"{kind.words} ({kind.key})" for kind in kinds)
+    return {"description": f"An event rule (on, do), or {words}.", **picked}
 
 
 # --- reading YAML ------------------------------------------------------------------------------
@@ -535,8 +524,7 @@ class _Loading:
     guard: GuardSpec | None = None
     guard_at: str = ""
     files: list[str] = field(default_factory=list)
-    autoscale: list[AutoscaleRule] = field(default_factory=list)
-    budgets: list[BudgetRule] = field(default_factory=list)
+    kinds: dict[str, list[Any]] = field(default_factory=dict)
     # Risky actions on providers without snapshots, checked once the guard is known.
     unsnapshotted: list[_Unsnapshotted] = field(default_factory=list)
 
@@ -581,8 +569,7 @@ def _load(paths: Sequence[Path], vocabulary: Vocabulary) -> tuple[RuleSet, list[
         tuple(state.rules),
         state.guard,
         tuple(state.files),
-        tuple(state.autoscale),
-        tuple(state.budgets),
+        {kind.key: tuple(state.kinds.get(kind.key, ())) for kind in vocabulary.kinds},
     )
     return rules, state.problems
 
@@ -637,15 +624,13 @@ def _load_document(doc: _Document, state: _Loading, found: list[Problem]) -> Non
         )
         return
     for index, raw in enumerate(rules):
-        if isinstance(raw, dict) and "autoscale" in raw:
-            scaler = _load_autoscale(doc, index, raw, state, found)
-            if scaler is not None:
-                state.autoscale.append(scaler)
-            continue
-        if isinstance(raw, dict) and "budget" in raw:
-            budget = _load_budget(doc, index, raw, state, found)
-            if budget is not None:
-                state.budgets.append(budget)
+        kinds = state.vocabulary.kinds
+        kind = next((k for k in kinds if isinstance(raw, dict) and k.key in raw), None)
+        if kind is not None:
+            assert isinstance(raw, dict)
+            compiled = _load_kind(kind, doc, index, raw, state, found)
+            if compiled is not None:
+                state.kinds.setdefault(kind.key, []).append(compiled)
             continue
         rule = _load_rule(doc, index, raw, state, found)
         if rule is not None:
@@ -705,124 +690,68 @@ def _check_name(
             )
 
 
-def _load_autoscale(
-    doc: _Document, index: int, raw: dict[str, Any], state: _Loading, found: list[Problem]
-) -> AutoscaleRule | None:
+def _load_kind(
+    kind: RuleKind,
+    doc: _Document,
+    index: int,
+    raw: dict[str, Any],
+    state: _Loading,
+    found: list[Problem],
+) -> object | None:
+    """Validate a rule of a registered kind and compile it; None after adding problems."""
     at: tuple[str | int, ...] = ("rules", index)
     _check_name(doc, at, raw, state, found)
     try:
-        model = AutoscaleRuleModel.model_validate(raw)
+        model = kind.model.model_validate(raw)
     except ValidationError as exc:
         found.extend(_errors(doc, exc, at))
         return None
-    body = model.autoscale
-    autoscalable = state.vocabulary.autoscalable()
-    if body.provider not in autoscalable:
-        loc = (*at, "autoscale", "provider")
-        found.append(
-            Problem(
-                doc.name,
-                doc.line_of(loc),
-                _field_path(loc),
-                f"no provider {body.provider!r} can be autoscaled; one of "
-                f"{', '.join(autoscalable) or 'none'}",
-            )
+    compiled: object | None = kind.compile(model, _Compiling(doc, at, state, found))
+    return compiled
+
+
+@dataclass(slots=True)
+class _Compiling:
+    """What a rule kind's compiler may use: where the rule is, the vocabulary, the problems."""
+
+    doc: _Document
+    at: tuple[str | int, ...]
+    state: _Loading
+    found: list[Problem]
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """Return what rule files may name."""
+        return self.state.vocabulary
+
+    @property
+    def file(self) -> str:
+        """Return the rule file's name."""
+        return self.doc.name
+
+    def line(self, *path: str | int) -> int:
+        """Return the line of a path inside the rule (the rule's own line for none)."""
+        return self.doc.line_of((*self.at, *path))
+
+    def problem(self, path: tuple[str | int, ...], reason: str) -> None:
+        """Report a problem at a path inside the rule."""
+        where = (*self.at, *path)
+        self.found.append(
+            Problem(self.doc.name, self.doc.line_of(where), _field_path(where), reason)
         )
-        return None
-    if not state.vocabulary.takes_snapshots(body.provider) and body.snapshot != "none":
-        loc = (*at, "autoscale")
-        state.unsnapshotted.append(
+
+    def needs_snapshot_none(self, path: tuple[str | int, ...], action: str, provider: str) -> None:
+        """Report, once the guard is known, a risky action on a provider without snapshots."""
+        where = (*self.at, *path)
+        self.state.unsnapshotted.append(
             _Unsnapshotted(
-                doc.name,
-                doc.line_of(loc),
-                _field_path((*loc, "snapshot")),
-                "set_cores",
-                body.provider,
+                self.doc.name,
+                self.doc.line_of(where),
+                _field_path((*where, "snapshot")),
+                action,
+                provider,
             )
         )
-    spec = ScalingSpec(
-        up=Threshold(body.up.above, body.up.for_, body.up.step),
-        down=Threshold(body.down.below, body.down.for_, body.down.step),
-        min_cores=body.min_cores,
-        max_cores=body.max_cores,
-        cooldown_s=body.cooldown,
-        windows=Windows(
-            tuple(parse_window(text) for text in body.windows), ZoneInfo(body.timezone)
-        ),
-        emergency_above=body.emergency_above,
-        max_resizes_per_day=body.max_resizes_per_day,
-    )
-    return AutoscaleRule(
-        name=model.name,
-        file=doc.name,
-        line=doc.line_of(at),
-        provider=body.provider,
-        servers=ServerSelector.of(body.servers.model_dump()),
-        spec=spec,
-        mode=Mode(model.mode),
-        enabled=model.enabled,
-        description=model.description or "",
-        snapshot=body.snapshot,
-        to=tuple(body.to),
-    )
-
-
-def _load_budget(
-    doc: _Document, index: int, raw: dict[str, Any], state: _Loading, found: list[Problem]
-) -> BudgetRule | None:
-    at: tuple[str | int, ...] = ("rules", index)
-    _check_name(doc, at, raw, state, found)
-    try:
-        model = BudgetRuleModel.model_validate(raw)
-    except ValidationError as exc:
-        found.extend(_errors(doc, exc, at))
-        return None
-    body = model.budget
-    scope = body.scope
-    if scope.account:
-        compiled = BudgetScope("account")
-    elif scope.group is not None:
-        compiled = BudgetScope("group", group=scope.group)
-    elif scope.servers is not None:
-        compiled = BudgetScope("servers", servers=ServerSelector.of(scope.servers.model_dump()))
-    else:
-        compiled = BudgetScope("cluster", cluster=scope.k8sgpu_cluster)
-    steps: list[BudgetStep] = []
-    for number, step in enumerate(body.enforce):
-        common: dict[str, Any] = {
-            "index": number,
-            "at": step.at,
-            # A dry-run rule runs every step dry; an enforcing rule leaves it to each step.
-            "mode": Mode.DRY_RUN if model.mode == "dry_run" else Mode(step.mode),
-            "max_per_hour": step.max_per_hour,
-        }
-        if step.approval is not None:
-            common["approval_timeout_s"] = step.approval.timeout
-            common["on_timeout"] = step.approval.on_timeout
-        if step.power_off is not None:
-            selector = ServerSelector.of(step.power_off.servers.model_dump())
-            steps.append(BudgetStep(kind="power_off", servers=selector, **common))
-        elif step.delete_gpu_pods is not None:
-            pods = step.delete_gpu_pods
-            steps.append(
-                BudgetStep(kind="delete_gpu_pods", cluster=pods.cluster, keep=pods.keep, **common)
-            )
-        else:
-            steps.append(BudgetStep(kind="block_scale_up", **common))
-    return BudgetRule(
-        name=model.name,
-        file=doc.name,
-        line=doc.line_of(at),
-        scope=compiled,
-        cap=body.cap,
-        warn_at=tuple(sorted(body.warn_at)),
-        to=tuple(body.to),
-        steps=tuple(sorted(steps, key=lambda s: (s.at, s.index))),
-        mode=Mode(model.mode),
-        enabled=model.enabled,
-        description=model.description or "",
-        max_bill_age_s=body.max_bill_age,
-    )
 
 
 def _load_rule(

@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from daemon.rules.action import ActionParams
 from daemon.rules.events import EventCatalogue, EventType
+from daemon.rules.kinds import RULE_KINDS, RuleKind
 
 
 class Capability(StrEnum):
@@ -99,6 +100,8 @@ class Vocabulary:
 
     actions: Mapping[str, type[ActionParams]]
     providers: Mapping[str, ProviderTraits] = field(default_factory=dict)
+    kinds: tuple[RuleKind, ...] = RULE_KINDS
+    """The rule kinds besides event rules (`daemon/rules/kinds.py`)."""
     events: EventCatalogue = field(init=False)
     """The event types of every provider's sources, Cloudpilot's and the policies'."""
 

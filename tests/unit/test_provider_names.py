@@ -24,7 +24,7 @@ IN_TEXT = re.compile(rf"(?<![a-z0-9_])({_ALTERNATIVES})(?![a-z0-9_])", re.I)
 # Each exception says why the name is not a provider's business to change.
 ALLOWED = {
     ("rules/schema.py", "k8sgpu_cluster"): "the budget scope key users write in rule files",
-    ("rules/loader.py", "k8sgpu_cluster"): "reads that rule-file key",
+    ("rules/kinds.py", "k8sgpu_cluster"): "reads that rule-file key",
     ("observability/metrics.py", "cloudpilot_k8sgpu_pods"): "a series dashboards already use",
 }
 # Files whose every literal may name providers, and why.

@@ -50,6 +50,6 @@ def test_a_budget_route_with_no_routes_configured() -> None:
     budget = BudgetRule(
         name="cap", file="rules/b.yaml", line=7, scope=BudgetScope("account"), cap=10, to=("ops",)
     )
-    assert unknown_routes(RuleSet(budgets=(budget,)), []) == [
+    assert unknown_routes(RuleSet(kinds={"budget": (budget,)}), []) == [
         "rules/b.yaml:7: cap.budget.to: unknown route 'ops' (known: none configured)"
     ]

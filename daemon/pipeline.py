@@ -38,6 +38,7 @@ from daemon.policies.autoscale import AutoscalePolicy, Scaled
 from daemon.policies.budget import Budgeted, BudgetPolicy
 from daemon.provider import ProviderSpec
 from daemon.registry import Providers
+from daemon.rules.compiled import RuleSet
 from daemon.rules.vocabulary import Capability
 from daemon.state.store import Batch as Transaction
 from daemon.state.store import Store
@@ -290,7 +291,7 @@ class Policies:
         """Use the clients of the configured providers for the reads before a batch."""
         self._clients = dict(clients)
 
-    def replace_rules(self, rules: Any) -> None:
+    def replace_rules(self, rules: RuleSet) -> None:
         """Use a new rule set's autoscale and budget rules."""
         self.autoscale.replace_rules(rules)
         self.budgets.replace_rules(rules)

@@ -21,7 +21,7 @@ from daemon import __version__
 from daemon.actions.base import ActionRegistry
 from daemon.actions.runner import Runner
 from daemon.clock import Clock
-from daemon.config import Config
+from daemon.config import Config, ProviderLimits
 from daemon.engine import Engine, EngineObserver
 from daemon.engine.engine import Evaluation
 from daemon.errors import ConfigError
@@ -523,10 +523,24 @@ class Daemon:
                 for name, polled in sorted(self.facts.polled_at.items())
             },
             "running_actions": self.runner.running if self._runner else 0,
+            "providers": self._limits(),
             "autoscale": [v.as_dict() for _, v in sorted(self.autoscale.verdicts.items())],
             "budgets": [view.as_dict() for _, view in sorted(self.budgets.views.items())],
             "problems": self.problems.as_dict(),
         }
+
+    def _limits(self) -> dict[str, dict[str, float]]:
+        """Return each configured provider's request limits, as `/status` shows them."""
+        limits: dict[str, dict[str, float]] = {}
+        for spec in self.providers.configured(self.config):
+            section = self.config.model.provider(spec.name)
+            if isinstance(section, ProviderLimits):
+                limits[spec.name] = {
+                    "rate_per_s": section.rate,
+                    "burst": section.burst,
+                    "concurrency": section.concurrency,
+                }
+        return limits
 
     def status_line(self) -> str:
         """Return the line `systemctl status` shows: sources up, alerts firing, the last poll."""

@@ -69,6 +69,42 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|min|minute|h|hour)\s*$")
+_RATE_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0, "h": 3600.0}
+_RATE_UNITS["hour"] = 3600.0
+
+
+def _parse_rate(value: object) -> float:
+    """Return requests per second from `20/s`, `300/min`, `1000/h` or a plain number per second."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        rate = float(value)
+    elif isinstance(value, str) and (match := _RATE.match(value)):
+        rate = float(match.group(1)) / _RATE_UNITS[match.group(2)]
+    else:
+        raise ValueError(f"not a rate: {value!r} (write e.g. 20/s or 300/min)")
+    if rate <= 0:
+        raise ValueError("must be more than 0 requests")
+    return rate
+
+
+Rate = Annotated[float, BeforeValidator(_parse_rate)]
+
+
+class ProviderLimits(Section):
+    """What every provider section takes: how fast and how many at once its API is called.
+
+    One limit per provider, shared by all its sources and actions. The defaults are gentle on a
+    small account; a large one raises `rate` (its sweep of N servers takes N / rate seconds).
+    """
+
+    rate: Rate = 5.0
+    """Requests per second on average (`20/s`, `300/min`)."""
+    burst: Annotated[int, Field(ge=1, le=10_000)] = 10
+    """Requests that may go at once before the rate applies."""
+    concurrency: Annotated[int, Field(ge=1, le=256)] = 4
+    """Requests in flight at once."""
+
+
 class HttpConfig(Section):
     """Where `/metrics`, `/healthz`, `/readyz` and `/status` are served."""
 

@@ -5,6 +5,7 @@ See `daemon/registry.py` for how the declarations are found and used.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ from daemon.actions.server import ServerBackend
 from daemon.client.base import ClientSettings
 from daemon.client.plans import PlanCatalogue
 from daemon.clock import Clock
-from daemon.config import Config, ProviderSection
+from daemon.config import Config, ProviderLimits, ProviderSection
 from daemon.facts import Facts
 from daemon.observability.metrics import Metrics
 from daemon.observability.problems import Problems
@@ -46,14 +47,20 @@ class Wiring:
     secret: Callable[[str], Secret]
     """A secret read for a `*_file` key, e.g. `secret("<provider>.key_file")`."""
 
-    def client_options(self) -> dict[str, Any]:
-        """Return the keyword arguments every provider client takes."""
+    def client_options(self, section: ProviderLimits) -> dict[str, Any]:
+        """Return the keyword arguments every provider client takes, with its section's limits."""
         return {
-            "settings": self.settings,
+            "settings": dataclasses.replace(
+                self.settings,
+                requests_per_second=section.rate,
+                burst=section.burst,
+                max_concurrency=section.concurrency,
+            ),
             "clock": self.clock,
             "logger": self.log,
             "observer": self.metrics.observe_request,
             "on_problem": self.problems.unreadable,
+            "on_wait": self.metrics.observe_wait,
         }
 
 

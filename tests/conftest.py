@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -178,6 +178,7 @@ def linked_daemon(
     seed: int = 5,
     hook_url: str = "http://127.0.0.1:9/hook",
     extra: str = "",
+    provider_options: Mapping[str, str] | None = None,
 ) -> Daemon:
     """Return a daemon on the simulator with these rules, a `hook` route, and a LinkedClock."""
     config = write_config(
@@ -187,6 +188,7 @@ def linked_daemon(
         k8sgpu=sim.url if k8sgpu else None,
         rules=rules,
         extra=f'[notifiers.hook]\ntype = "webhook"\nurl = "{hook_url}"\n{extra}',
+        provider_options=provider_options,
     )
     return Daemon(
         load_config(config),

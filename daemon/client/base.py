@@ -40,6 +40,8 @@ RecordT = TypeVar("RecordT", bound=BaseModel)
 
 #: Called once per attempt as (provider, endpoint template, "200" | "timeout" | "error", seconds).
 RequestObserver = Callable[[str, str, str, float], None]
+#: Hears how long a request waited for the client-side rate limit: (provider, seconds).
+WaitObserver = Callable[[str, float], None]
 #: Called for each list item an answer held that did not parse, as (provider, endpoint, problem).
 #: The endpoint is `METHOD template`, e.g. `GET /ecs/v2/servers`.
 ProblemObserver = Callable[[str, str, ItemProblem], None]
@@ -160,16 +162,18 @@ class TokenBucket:
         # One waiter at a time keeps the order fair and the arithmetic simple.
         self._lock = asyncio.Lock()
 
-    async def acquire(self) -> None:
-        """Wait, on the injected clock, until a request may be sent."""
+    async def acquire(self) -> float:
+        """Wait, on the injected clock, until a request may be sent; return the seconds waited."""
         if self._rate is None:
-            return
+            return 0.0
+        started = self._clock.monotonic()
         async with self._lock:
             self._refill()
             if self._tokens < 1.0:
                 await self._clock.sleep((1.0 - self._tokens) / self._rate)
                 self._refill()
             self._tokens = max(0.0, self._tokens - 1.0)
+        return self._clock.monotonic() - started
 
     def _refill(self) -> None:
         assert self._rate is not None
@@ -366,6 +370,7 @@ class HttpProvider:
         logger: RequestLog | None = None,
         observer: RequestObserver | None = None,
         on_problem: ProblemObserver | None = None,
+        on_wait: WaitObserver | None = None,
     ) -> None:
         root = base_url.rstrip("/")
         if self.api_prefix and root.endswith(self.api_prefix):
@@ -380,6 +385,7 @@ class HttpProvider:
         self._log = logger
         self._observer = observer
         self._on_problem = on_problem
+        self._on_wait = on_wait
         self._problems_logged: set[tuple[str, str, str]] = set()
         self._bucket = TokenBucket(self._settings.requests_per_second, self._settings.burst, clock)
         self._slots = asyncio.Semaphore(self._settings.max_concurrency)
@@ -517,8 +523,13 @@ class HttpProvider:
         query: Mapping[str, str],
         body: Mapping[str, object] | None,
     ) -> Reply:
-        await self._bucket.acquire()
+        # A connection first, then the rate's turn: a request sent the moment its turn comes
+        # keeps the rate as the provider sees it (the other way round, turns taken while all
+        # connections were busy would all go at once when they freed).
         async with self._slots:
+            waited = await self._bucket.acquire()
+            if waited > 0 and self._on_wait is not None:
+                self._on_wait(self.name, waited)
             started = self._clock.monotonic()
             outcome: str | None = "error"
             try:

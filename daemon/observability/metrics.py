@@ -75,6 +75,12 @@ class Metrics:
             ["provider", "endpoint", "code"],
             registry=registry,
         )
+        self.api_rate_waits = Counter(
+            "cloudpilot_api_rate_limit_wait_seconds_total",
+            "Time provider requests waited for the provider's rate limit (`[<provider>] rate`).",
+            ["provider"],
+            registry=registry,
+        )
         self.parse_errors = Counter(
             "cloudpilot_parse_errors_total",
             "List items a provider's answer held that did not fit their record and were left "
@@ -304,6 +310,10 @@ class Metrics:
     def read_from(self, reader: Reader) -> None:
         """Read state gauges' samples from `reader` at every scrape (see `StateCollector`)."""
         self.state.read_from(reader)
+
+    def observe_wait(self, provider: str, seconds: float) -> None:
+        """Count the time a request waited for its provider's rate limit (the `on_wait` hook)."""
+        self.api_rate_waits.labels(provider).inc(seconds)
 
     def observe_request(self, provider: str, endpoint: str, code: str, seconds: float) -> None:
         """Count one provider API request (the providers' `observer` hook)."""

@@ -22,7 +22,7 @@ def _client(section: GlesysConfig, wiring: Wiring) -> GlesysClient:
         section.url,
         project=section.project,
         key=wiring.secret(f"{PROVIDER}.key_file"),
-        **wiring.client_options(),
+        **wiring.client_options(section),
     )
 
 

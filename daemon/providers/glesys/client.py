@@ -23,6 +23,7 @@ from daemon.client.base import (
     Reply,
     RequestLog,
     RequestObserver,
+    WaitObserver,
 )
 from daemon.client.errors import (
     AuthError,
@@ -294,6 +295,7 @@ class GlesysClient(HttpProvider):
         logger: RequestLog | None = None,
         observer: RequestObserver | None = None,
         on_problem: ProblemObserver | None = None,
+        on_wait: WaitObserver | None = None,
     ) -> None:
         super().__init__(
             session,
@@ -305,6 +307,7 @@ class GlesysClient(HttpProvider):
             logger=logger,
             observer=observer,
             on_problem=on_problem,
+            on_wait=on_wait,
         )
 
     def check_answer(self, data: Any, reply: Reply) -> None:

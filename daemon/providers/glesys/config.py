@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from daemon.config import ProviderUrl, Section
+from daemon.config import ProviderLimits, ProviderUrl
 
 
-class GlesysConfig(Section):
+class GlesysConfig(ProviderLimits):
     """The Glesys API: a project and an API key file."""
 
     url: ProviderUrl = "https://api.glesys.com"

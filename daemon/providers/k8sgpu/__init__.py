@@ -23,7 +23,7 @@ def _client(section: K8sGpuConfig, wiring: Wiring) -> K8sGpuClient:
         section.url,
         username=section.username,
         password=wiring.secret(f"{PROVIDER}.password_file"),
-        **wiring.client_options(),
+        **wiring.client_options(section),
     )
 
 

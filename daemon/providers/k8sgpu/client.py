@@ -19,6 +19,7 @@ from daemon.client.base import (
     RequestLog,
     RequestObserver,
     SecretToken,
+    WaitObserver,
 )
 from daemon.client.records import (
     Cluster,
@@ -96,6 +97,7 @@ class K8sGpuClient(HttpProvider):
         logger: RequestLog | None = None,
         observer: RequestObserver | None = None,
         on_problem: ProblemObserver | None = None,
+        on_wait: WaitObserver | None = None,
     ) -> None:
         self._username = username
         self._password = password
@@ -109,6 +111,7 @@ class K8sGpuClient(HttpProvider):
             logger=logger,
             observer=observer,
             on_problem=on_problem,
+            on_wait=on_wait,
         )
 
     async def _login(self) -> IssuedToken:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from daemon.config import ProviderUrl, Section
+from daemon.config import ProviderLimits, ProviderUrl
 
 
-class K8sGpuConfig(Section):
+class K8sGpuConfig(ProviderLimits):
     """The Seeweb Serverless GPU API: a username and a password file."""
 
     url: ProviderUrl = "https://api.seeweb.it"

@@ -31,7 +31,7 @@ _PLANS = "GET /ecs/v2/plans"
 
 
 def _client(section: SeewebConfig, wiring: Wiring) -> SeewebClient:
-    options = wiring.client_options()
+    options = wiring.client_options(section)
     if section.token_file is not None:
         return SeewebClient(
             wiring.session, section.url, token=wiring.secret(f"{PROVIDER}.token_file"), **options

@@ -21,6 +21,7 @@ from daemon.client.base import (
     RequestLog,
     RequestObserver,
     SecretToken,
+    WaitObserver,
 )
 from daemon.client.errors import BadResponseError
 from daemon.client.records import (
@@ -231,6 +232,7 @@ class SeewebClient(HttpProvider):
         logger: RequestLog | None = None,
         observer: RequestObserver | None = None,
         on_problem: ProblemObserver | None = None,
+        on_wait: WaitObserver | None = None,
     ) -> None:
         auth: Authenticator
         if token is not None and username is None and password is None:
@@ -251,6 +253,7 @@ class SeewebClient(HttpProvider):
             logger=logger,
             observer=observer,
             on_problem=on_problem,
+            on_wait=on_wait,
         )
 
     async def _login(self) -> IssuedToken:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from daemon.config import Interval, ProviderUrl, Section
+from daemon.config import Interval, ProviderLimits, ProviderUrl
 
 
-class SeewebConfig(Section):
+class SeewebConfig(ProviderLimits):
     """The Seeweb ECS API: an API token file, or a username and a password file."""
 
     url: ProviderUrl = "https://api.seeweb.it"

@@ -1,0 +1,78 @@
+"""A provider's request limits come from its config section, and its requests follow them.
+
+`[seeweb] rate`, `burst` and `concurrency` set one limit for every source and action of the
+provider. The simulator's request log, stamped with simulated time (the daemon's clock moves the
+cloud as the limit makes requests wait), shows the rate the requests kept.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from configs import write_config
+from conftest import SimFactory, linked_daemon
+
+from daemon.errors import ConfigError
+from daemon.registry import load_config
+
+WORLD = """\
+name: rate
+seed: 3
+servers:
+"""
+WORLD += "".join(
+    f"  - {{name: ec9{n:05d}, plan: ECS1, demand: {{kind: constant, cores: 0.5}}}}\n"
+    for n in range(30)
+)
+
+
+async def test_the_requests_keep_the_configured_rate(simulator: SimFactory, tmp_path: Path) -> None:
+    sim = await simulator(WORLD, metrics_step_s=60)
+    daemon = linked_daemon(
+        sim,
+        tmp_path,
+        "rules: []\n",
+        provider_options={"seeweb": 'rate = "2/s"\nburst = 3\nconcurrency = 2'},
+    )
+    async with daemon:
+        await daemon.poll_once()
+        status = daemon.status()
+        waited = daemon.metrics.registry.get_sample_value(
+            "cloudpilot_api_rate_limit_wait_seconds_total", {"provider": "seeweb"}
+        )
+    times = sorted(
+        datetime.fromisoformat(r["t"]).timestamp()
+        for r in await sim.requests()
+        if r["path"].startswith("/ecs/v2/")
+    )
+    # Every server's metrics and the other sources' reads: well past the burst.
+    assert len(times) > 30
+    # A token bucket of 2/s with a burst of 3: no stretch of time holds more than that allows.
+    for (i, first), (j, last) in itertools.combinations(enumerate(times), 2):
+        assert j - i + 1 <= 3 + 2 * (last - first) + 1e-6, (i, j, last - first)
+    # And it is the limit, not something slower: the requests took about (n - burst) / rate.
+    assert times[-1] - times[0] == pytest.approx((len(times) - 3) / 2, abs=1.0)
+    assert waited is not None and waited > 0
+    assert status["providers"] == {"seeweb": {"rate_per_s": 2.0, "burst": 3, "concurrency": 2}}
+
+
+def test_limits_are_read_and_checked_with_the_provider_s_section(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, seeweb="https://api.seeweb.it", provider_options={"seeweb": 'rate = "300/min"'}
+    )
+    section = load_config(path, environ={}).model.provider("seeweb")
+    assert section is not None
+    assert section.model_dump()["rate"] == 5.0
+    assert section.model_dump()["concurrency"] == 4  # the documented default
+    for bad, reason in (
+        ('rate = "fast"', "not a rate: 'fast'"),
+        ('rate = "0/s"', "must be more than 0 requests"),
+        ("concurrency = 0", "greater than or equal to 1"),
+    ):
+        write_config(tmp_path, seeweb="https://api.seeweb.it", provider_options={"seeweb": bad})
+        with pytest.raises(ConfigError, match=reason) as caught:
+            load_config(path, environ={})
+        assert "seeweb." in str(caught.value)

@@ -589,6 +589,7 @@ class Daemon:
             facts=self.facts,
             settings=client_settings(self.config),
             secret=self.config.secret,
+            interval=self.config.model.interval,
         )
 
 

@@ -45,6 +45,8 @@ class Wiring:
     facts: Facts
     settings: ClientSettings
     secret: Callable[[str], Secret]
+    interval: Callable[[str], float] | None = None
+    """How often a source polls (`[poll] <source>`), for sources that pace their work by it."""
     """A secret read for a `*_file` key, e.g. `secret("<provider>.key_file")`."""
 
     def client_options(self, section: ProviderLimits) -> dict[str, Any]:

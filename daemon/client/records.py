@@ -446,6 +446,12 @@ class ServerMetrics(Record):
     )
 
 
+class ServerCpu(Record):
+    """A server's CPU series alone: the other series of the answer are not read."""
+
+    cpu: tuple[MetricSample, ...] = Field(default=(), validation_alias=AliasChoices("core", "cpu"))
+
+
 class Region(Record):
     """A datacenter."""
 

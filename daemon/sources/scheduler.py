@@ -35,6 +35,11 @@ MAX_TIMEOUT_S = 600.0
 MAX_ERROR_CHARS = 500
 
 
+def poll_timeout(interval: float) -> float:
+    """Return how long a poll of a source with this interval may run before it is cut."""
+    return min(max(MIN_TIMEOUT_S, interval), MAX_TIMEOUT_S)
+
+
 class SourceJob:
     """One source's poll, with its interval, its failure state and its back-off.
 
@@ -63,7 +68,7 @@ class SourceJob:
         self.source = source
         self.name = source.name
         self.interval = interval
-        self.timeout = timeout or min(max(MIN_TIMEOUT_S, interval), MAX_TIMEOUT_S)
+        self.timeout = timeout or poll_timeout(interval)
         self.max_backoff = max(interval, min(BACKOFF_INTERVALS * interval, MAX_BACKOFF_S))
         self._cursor_of = cursor_of
         self._sink = sink

@@ -192,6 +192,7 @@ SEEWEB_METHODS = {
     "update_server",
     "server_status",
     "server_metrics",
+    "server_cpu",
     "server_action",
     "create_snapshot",
     "list_snapshots",
@@ -360,10 +361,14 @@ async def test_metrics_are_floats_at_utc_times(simulator: SimFactory, auth: Auth
     )
     assert [len(s) for s in series] == [12, 12, 12, 12]
 
+    # The CPU alone, as the metrics source reads it: the same samples, nothing else parsed.
+    assert await client.server_cpu("ec200001") == metrics.cpu
+
     # A v1 server and a GPU plan have no metrics; the client reads that as empty series.
     for name in ("ec200006", "ec200007"):
         empty = await client.server_metrics(name)
         assert (empty.cpu, empty.disk_reads, empty.net_received) == ((), (), ())
+        assert await client.server_cpu(name) == ()
     await assert_logins(h, auth)
 
 

@@ -76,3 +76,59 @@ def test_limits_are_read_and_checked_with_the_provider_s_section(tmp_path: Path)
         with pytest.raises(ConfigError, match=reason) as caught:
             load_config(path, environ={})
         assert "seeweb." in str(caught.value)
+
+
+BIG_WORLD = """\
+name: many
+seed: 3
+servers:
+""" + "".join(
+    f"  - {{name: ec8{n:05d}, plan: ECS1, demand: {{kind: constant, cores: 0.5}}}}\n"
+    for n in range(100)
+)
+
+
+async def test_a_sweep_cut_short_resumes_with_the_servers_it_did_not_reach(
+    simulator: SimFactory, tmp_path: Path
+) -> None:
+    sim = await simulator(BIG_WORLD, metrics_step_s=60)
+    # 100 servers at 2/s need 50 s; a 1-minute interval gives a sweep 30 s.
+    daemon = linked_daemon(
+        sim,
+        tmp_path,
+        "rules: []\n",
+        provider_options={"seeweb": 'rate = "2/s"\nburst = 2\nconcurrency = 2'},
+        extra='[poll]\nmetrics = "1m"\n',
+    )
+
+    async def read_since(mark: float) -> list[str]:
+        return [
+            r["path"].split("/")[4]
+            for r in await sim.requests()
+            if r["path"].endswith("/metrics") and datetime.fromisoformat(r["t"]).timestamp() >= mark
+        ]
+
+    async with daemon:
+        start = daemon.clock.now().timestamp()
+        await daemon.poll_once()
+        first = await read_since(start)
+        source = next(s for s in daemon.scheduler.jobs.values() if s.name == "metrics").source
+        left = source.remaining  # type: ignore[attr-defined]
+        sampled = {name for (provider, name) in daemon.facts.cpu if provider == "seeweb"}
+        daemon.clock.advance(60)  # type: ignore[attr-defined]
+        second_start = daemon.clock.now().timestamp()
+        await daemon.poll_once()
+        second = await read_since(second_start)
+        left_after = source.remaining  # type: ignore[attr-defined]
+        sampled_after = {name for (provider, name) in daemon.facts.cpu if provider == "seeweb"}
+
+    everyone = {f"ec8{n:05d}" for n in range(100)}
+    # The first sweep ran out of time part way, and kept what it read.
+    assert 0 < len(first) < 100 and left == 100 - len(first)
+    assert sampled == set(first)
+    # The next one read the servers the first did not reach before any other.
+    unread = everyone - set(first)
+    assert set(second[: len(unread)]) == unread
+    # Between them every server has samples: each is read at least once per servers / rate.
+    assert sampled_after == everyone
+    assert left_after == 100 - len(second)

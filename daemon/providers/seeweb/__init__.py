@@ -25,6 +25,7 @@ from daemon.rules.vocabulary import (
     Where,
 )
 from daemon.sources.base import Source
+from daemon.sources.scheduler import poll_timeout
 
 _SERVERS = "GET /ecs/v2/servers"
 _PLANS = "GET /ecs/v2/plans"
@@ -63,6 +64,12 @@ def _sources(
             clock=wiring.clock,
             metrics=wiring.metrics,
             servers=section.watch,
+            concurrency=section.concurrency,
+            # Half the poll's time: the answers in flight when it runs out still fit.
+            budget_s=poll_timeout(wiring.interval(MetricsSource.name)) / 2
+            if wiring.interval is not None
+            else None,
+            log=wiring.log,
         ),
         BillingSource(
             client,

@@ -31,6 +31,7 @@ from daemon.client.records import (
     Image,
     Integer,
     LogEntry,
+    MetricSample,
     PageItems,
     Plan,
     Record,
@@ -39,6 +40,7 @@ from daemon.client.records import (
     Server,
     ServerBill,
     ServerBilling,
+    ServerCpu,
     ServerMetrics,
     ServerStatus,
     Snapshot,
@@ -157,6 +159,10 @@ class _StatusReply(Record):
 
 class _MetricsReply(Record):
     metrics: ServerMetrics
+
+
+class _CpuReply(Record):
+    metrics: ServerCpu
 
 
 class _SnapshotsPage(Record):
@@ -368,6 +374,11 @@ class SeewebClient(HttpProvider):
             _MetricsReply, "GET", "/servers/{name}/metrics", path={"name": name}
         )
         return reply.metrics
+
+    async def server_cpu(self, name: str) -> tuple[MetricSample, ...]:
+        """Return a server's recent CPU samples, reading nothing else of its metrics."""
+        reply = await self.fetch(_CpuReply, "GET", "/servers/{name}/metrics", path={"name": name})
+        return reply.metrics.cpu
 
     async def server_action(self, name: str, type: str, snapshot: int | None = None) -> Action:
         """Start `power_on`, `power_off` or `rollback` (to `snapshot`) on a server."""

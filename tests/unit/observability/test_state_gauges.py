@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.client.records import MetricSample, Server, ServerMetrics
+from daemon.client.records import MetricSample, Server
 from daemon.clock import FakeClock
 from daemon.facts import CpuSample, Facts, ServerFact
 from daemon.observability.metrics import Metrics
@@ -165,10 +165,9 @@ class FakeSeeweb:
             for name, cores in self.servers.items()
         ]
 
-    async def server_metrics(self, name: str) -> ServerMetrics:
+    async def server_cpu(self, name: str) -> tuple[MetricSample, ...]:
         """Return one CPU sample taken now, as a percentage."""
-        samples = () if name not in self.cpu else (MetricSample(t=self.now, value=self.cpu[name]),)
-        return ServerMetrics(cpu=samples)
+        return () if name not in self.cpu else (MetricSample(t=self.now, value=self.cpu[name]),)
 
 
 async def test_a_server_that_leaves_the_listing_leaves_the_scrape() -> None:

@@ -1,21 +1,30 @@
-"""Seeweb ECS server list and per-server CPU samples."""
+"""Seeweb ECS server list and per-server CPU samples, read in sweeps that resume.
+
+A poll lists the servers, then reads the CPU series of the watched ones, the least recently read
+first, each answer handled as it arrives and dropped (only the new samples are kept, in facts).
+A sweep has a time budget (half the poll's timeout by default): when it runs out, the poll ends
+with what it read, and the next one starts with the servers this one did not reach, so every
+server is read at least once per `max(interval, servers / rate)` and none is left behind.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from fnmatch import fnmatchcase
-from functools import partial
+
+import structlog
 
 from daemon.client.errors import NotFoundError
-from daemon.client.records import MetricSample, Server, ServerMetrics
+from daemon.client.records import MetricSample, Server
 from daemon.clock import Clock
 from daemon.facts import CpuSample, Facts, ServerFact
 from daemon.models import Event
 from daemon.observability.collector import Sample
 from daemon.observability.metrics import Metrics
 from daemon.providers.seeweb.client import SeewebClient
-from daemon.sources.base import DEFAULT_CONCURRENCY, cursor_map, gather_limited, server_series
+from daemon.sources.base import DEFAULT_CONCURRENCY, cursor_map, server_series
 from daemon.state.store import Cursor
 
 PROVIDER = "seeweb"
@@ -35,6 +44,8 @@ class MetricsSource:
         metrics: Metrics,
         servers: Sequence[str] = ("*",),
         concurrency: int = DEFAULT_CONCURRENCY,
+        budget_s: float | None = None,
+        log: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self._client = client
         self._facts = facts
@@ -42,7 +53,11 @@ class MetricsSource:
         self._metrics = metrics
         self._globs = tuple(servers)
         self._concurrency = concurrency
+        self._budget_s = budget_s
+        self._log = log
         self._watched: frozenset[str] = frozenset()
+        self.remaining = 0
+        """Watched servers the last sweep did not reach (read first by the next)."""
         metrics.read_from(self.series)
 
     async def poll(self, cursor: Cursor | None) -> tuple[list[Event], Cursor]:
@@ -52,33 +67,60 @@ class MetricsSource:
         self._facts.replace_servers(PROVIDER, (server_fact(s, now) for s in listed))
         watched = [s for s in listed if any(fnmatchcase(s.name, g) for g in self._globs)]
         self._watched = frozenset(s.name for s in watched)
-        series = await gather_limited(
-            [partial(self._series, s.name) for s in watched], self._concurrency
-        )
         last_seen = cursor_map(cursor, "last")
+        # What a server was last read up to stays until it is read again (or leaves the list).
+        last = {s.name: str(last_seen[s.name]) for s in watched if s.name in last_seen}
+        # Fair: servers never read first, then the least recently read.
+        queue = iter(sorted(watched, key=lambda s: (s.name in last, last.get(s.name, ""))))
+        deadline = None if self._budget_s is None else self._clock.monotonic() + self._budget_s
         events: list[Event] = []
-        last: dict[str, str] = {}
-        for server, cpu in zip(watched, series, strict=True):
-            since = last_seen.get(server.name)
-            samples = new_samples(cpu, datetime.fromisoformat(since) if since else None)
-            for sample in samples:
-                percent = min(100.0, max(0.0, sample.value))
-                cpu_sample = CpuSample(sample.t, percent, server.cores)
-                self._facts.add_cpu(PROVIDER, server.name, cpu_sample)
-                events.append(self._event(server, sample.t, percent))
-            if samples or since:
-                last[server.name] = samples[-1].t.isoformat() if samples else str(since)
+        read = 0
+
+        async def sweep() -> None:
+            nonlocal read
+            for server in queue:
+                if deadline is not None and self._clock.monotonic() >= deadline:
+                    return
+                cpu = await self._cpu(server.name)
+                read += 1
+                self._take(server, cpu, last, events)
+
+        await asyncio.gather(*(sweep() for _ in range(max(1, self._concurrency))))
+        self.remaining = len(watched) - read
+        if self.remaining and self._log is not None:
+            self._log.warning(
+                "sweep_incomplete",
+                source=self.name,
+                read=read,
+                remaining=self.remaining,
+                budget_s=self._budget_s,
+                reason="the sweep's time ran out; the next poll reads these first. Raise "
+                "[seeweb] rate (or concurrency) if it happens on every poll",
+            )
         return events, {"last": last}
+
+    def _take(
+        self, server: Server, cpu: Sequence[MetricSample], last: dict[str, str], out: list[Event]
+    ) -> None:
+        """Keep a server's new CPU samples in facts and events; move its mark past them."""
+        since = last.get(server.name)
+        samples = new_samples(cpu, datetime.fromisoformat(since) if since else None)
+        for sample in samples:
+            percent = min(100.0, max(0.0, sample.value))
+            self._facts.add_cpu(PROVIDER, server.name, CpuSample(sample.t, percent, server.cores))
+            out.append(self._event(server, sample.t, percent))
+        if samples:
+            last[server.name] = samples[-1].t.isoformat()
 
     def series(self) -> Iterator[Sample]:
         """Return the cores and latest CPU share of the watched servers (the scrape's reader)."""
         return server_series(self._metrics, self._facts, PROVIDER, self._watched)
 
-    async def _series(self, name: str) -> ServerMetrics | None:
+    async def _cpu(self, name: str) -> Sequence[MetricSample]:
         try:
-            return await self._client.server_metrics(name)
+            return await self._client.server_cpu(name)
         except NotFoundError:
-            return None  # deleted between the listing and now; gone from the next listing
+            return ()  # deleted between the listing and now; gone from the next listing
 
     def _event(self, server: Server, time: datetime, percent: float) -> Event:
         return Event(
@@ -91,9 +133,9 @@ class MetricsSource:
         )
 
 
-def new_samples(series: ServerMetrics | None, since: datetime | None) -> list[MetricSample]:
+def new_samples(cpu: Sequence[MetricSample], since: datetime | None) -> list[MetricSample]:
     """Return the CPU samples taken after `since`, oldest first."""
-    samples = sorted(series.cpu if series else (), key=lambda s: s.t)
+    samples = sorted(cpu, key=lambda s: s.t)
     return [s for s in samples if since is None or s.t > since]
 
 

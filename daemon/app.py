@@ -50,7 +50,7 @@ from daemon.provider import Wiring, client_settings
 from daemon.registry import BUILTIN, Built, Providers
 from daemon.rules.compiled import RuleSet
 from daemon.rules.loader import load_rules
-from daemon.sources.base import Source
+from daemon.sources.base import Source, keys_kept_by_cursor
 from daemon.sources.scheduler import PollScheduler, SourceJob
 from daemon.state import SqliteStore, Store
 from daemon.state.lock import hold_state
@@ -61,8 +61,6 @@ Logger = structlog.typing.FilteringBoundLogger
 
 # Seen event keys are kept well past the point where any source could bring them again.
 SEEN_RETENTION = timedelta(days=30)
-# Resolved alerts are kept this long, for /status and for a firing that follows soon after.
-RESOLVED_ALERT_RETENTION = timedelta(days=30)
 PRUNE_EVERY_S = 3600.0
 # How often alerts with `resolve.after` are checked for having gone quiet.
 ALERT_EXPIRY_EVERY_S = 60.0
@@ -129,6 +127,7 @@ class Daemon:
         self._session: aiohttp.ClientSession | None = None
         self._engine: Engine | None = None
         self._pipeline: Pipeline | None = None
+        self._cursor_dedups: set[str] = set()
         self._runner: Runner | None = None
         self._actions: ActionRegistry | None = None
         self._alerts: AlertBook | None = None
@@ -258,6 +257,7 @@ class Daemon:
                 [EngineStage(self._engine, self.facts), *self.policies.stages(self.store)]
             )
             jobs = [self._job(source) for source in built.sources]
+            self._cursor_dedups = {s.name for s in built.sources if keys_kept_by_cursor(s)}
             self._scheduler = PollScheduler(jobs, log=self.log, stop_timeout=POLL_STOP_S)
             self.readiness.expect_sources(sorted(job.name for job in jobs))
             app = build_http_app(
@@ -439,8 +439,11 @@ class Daemon:
         pipeline = self.pipeline
         await pipeline.prepare(source, self.clock.now())
         now = self.clock.now()
+        # Sources whose cursor keeps events from coming twice store no seen keys for them.
+        kept_by_cursor = source in self._cursor_dedups
         async with self.store.batch() as tx:
-            unseen = await tx.unseen([event.key for event in events])
+            keys = [event.key for event in events]
+            unseen = set(keys) if kept_by_cursor else await tx.unseen(keys)
             fresh: list[Event] = []
             for event in events:
                 if event.key in unseen:
@@ -450,7 +453,8 @@ class Daemon:
             recorded = await tx.record_decisions(decisions_of(results))
             settled = await self.alerts.settle(tx, fresh + events_of(results), recorded, now)
             await pipeline.write(tx, results)
-            await tx.mark_seen([event.key for event in fresh], now)
+            if not kept_by_cursor:
+                await tx.mark_seen([event.key for event in fresh], now)
             await tx.set_cursor(source, cursor)
             if settled.forget:
                 await tx.drop_memory(settled.forget)
@@ -503,9 +507,13 @@ class Daemon:
         pruned = await self.store.prune_seen(self.clock.now() - retention)
         if pruned:
             self.log.info("seen_keys_pruned", count=pruned)
-        alerts = await self.store.prune_alerts(self.clock.now() - RESOLVED_ALERT_RETENTION)
+        kept = timedelta(seconds=self.config.model.state.retention)
+        alerts = await self.store.prune_alerts(self.clock.now() - kept)
         if alerts:
             self.log.info("resolved_alerts_pruned", count=alerts)
+        ledger = await self.store.prune_ledger(self.clock.now() - kept)
+        if ledger:
+            self.log.info("ledger_pruned", count=ledger)
 
     # --- health ----------------------------------------------------------------------------------
 

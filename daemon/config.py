@@ -116,6 +116,17 @@ class StateConfig(Section):
 
     path: str = "/var/lib/cloudpilot/state.db"
     dsn: str | None = None
+    retention: Interval = 90 * 86400.0
+    """How long ended ledger entries and resolved alerts are kept."""
+
+    @field_validator("retention")
+    @classmethod
+    def _a_month_at_least(cls, value: float) -> float:
+        if value < 35 * 86400:
+            raise ValueError(
+                "must be at least 35d: budgets read the month's decisions from the ledger"
+            )
+        return value
 
     @field_validator("dsn")
     @classmethod

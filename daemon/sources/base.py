@@ -35,6 +35,17 @@ class Source(Protocol):
         ...
 
 
+def keys_kept_by_cursor(source: object) -> bool:
+    """Return whether a source's cursor alone keeps its events from coming twice.
+
+    Such a source (a per-server high-water time, as the CPU samples have) sets
+    `CURSOR_DEDUPS = True`: its events' keys are not stored as seen, since the cursor, stored in
+    the same transaction as the events, already moves past them. Its store then does not grow
+    with every sample it ever read.
+    """
+    return bool(getattr(source, "CURSOR_DEDUPS", False))
+
+
 def iso(value: datetime | None) -> str | None:
     """Return a time as ISO 8601 text, or None."""
     return value.isoformat() if value is not None else None

@@ -238,6 +238,19 @@ class SqliteStore:
                 db, "DELETE FROM alerts WHERE status = 'resolved' AND updated_at < ?", (before,)
             )
 
+    async def prune_ledger(self, decided_before: datetime) -> int:
+        """Forget ended ledger entries created before `decided_before`; return how many."""
+        before = utc_text(decided_before, "decided_before")
+        ended = [state.value for state in LedgerState if not state.is_open]
+        marks = ", ".join("?" for _ in ended)
+        async with self._exclusive("prune the ledger") as db:
+            # ledger_by_state (state, created_at) makes this a range scan per ended state.
+            return await _change(
+                db,
+                f"DELETE FROM ledger WHERE state IN ({marks}) AND created_at < ?",  # noqa: S608
+                (*ended, before),
+            )
+
     async def get_budget(self, rule: str, scope: str, month: str) -> BudgetRecord | None:
         """Return a budget's state for one month."""
         async with self._exclusive(f"read budget {rule!r} {scope!r} {month}") as db:

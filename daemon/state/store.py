@@ -273,6 +273,13 @@ class Store(Protocol):
         """Forget alerts resolved before `resolved_before`; return how many."""
         ...
 
+    async def prune_ledger(self, decided_before: datetime) -> int:
+        """Forget ended ledger entries created before `decided_before`; return how many.
+
+        Open entries (`intent`, `started`) are kept whatever their age: the runner owes them.
+        """
+        ...
+
     async def integrity_check(self) -> str:
         """Return the database's own integrity verdict (`ok` when healthy)."""
         ...

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from configs import write_config
-from conftest import SimFactory, linked_daemon
+from conftest import SimFactory, linked_daemon, rows
 
 from daemon.errors import ConfigError
 from daemon.registry import load_config
@@ -132,3 +132,29 @@ async def test_a_sweep_cut_short_resumes_with_the_servers_it_did_not_reach(
     # Between them every server has samples: each is read at least once per servers / rate.
     assert sampled_after == everyone
     assert left_after == 100 - len(second)
+
+
+async def test_cpu_samples_leave_no_seen_keys_and_come_once(
+    simulator: SimFactory, tmp_path: Path
+) -> None:
+    sim = await simulator(WORLD, metrics_step_s=60)
+    daemon = linked_daemon(sim, tmp_path, "rules: []\n", extra='[poll]\nmetrics = "1m"\n')
+    counts = []
+    async with daemon:
+        for _ in range(4):
+            await daemon.poll_once()
+            counts.append(
+                rows(
+                    tmp_path / "state.db", "SELECT count(*) FROM seen WHERE key LIKE 'seeweb.cpu:%'"
+                )
+            )
+            daemon.clock.advance(60)  # type: ignore[attr-defined]
+        cursor = await daemon.store.get_cursor("metrics")
+        cpu_events = daemon.metrics.registry.get_sample_value(
+            "cloudpilot_events_total", {"type": "seeweb.server.cpu"}
+        )
+    # The metrics cursor keeps each server's newest sample; no row per sample is stored.
+    assert counts == [[(0,)]] * 4
+    assert cursor is not None and len(cursor["last"]) == 30
+    # And each sample came once: 12 samples of history per server, then one a minute.
+    assert cpu_events == 30 * 12 + 30 * 3

@@ -141,3 +141,11 @@ def test_provider_limits_are_sizes_and_durations(tmp_path: Path) -> None:
         f"{path}:2: providers.max_response: not a size: 'lots' (write e.g. 8MiB, 512KiB)",
         f"{path}:3: providers.max_retry_after: Input should be greater than or equal to 0",
     ]
+
+
+def test_state_retention_defaults_to_90_days_and_keeps_at_least_a_month(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, ""), environ={}).model.state.retention == 90 * 86400
+    longer = write(tmp_path, '[state]\nretention = "400d"\n')
+    assert load_config(longer, environ={}).model.state.retention == 400 * 86400
+    [problem] = problems(write(tmp_path, '[state]\nretention = "7d"\n'))
+    assert "state.retention" in problem and "at least 35d" in problem

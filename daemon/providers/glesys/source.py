@@ -31,6 +31,8 @@ class GlesysSource:
     """Refresh Glesys server facts and gauges; emit a `glesys.server.cpu` event per server."""
 
     name = "glesys"
+    # Each poll's samples are keyed by its own time: a sample can never come twice.
+    CURSOR_DEDUPS = True
 
     def __init__(
         self,

@@ -424,3 +424,24 @@ async def test_times_are_stored_as_utc_text(store: SqliteStore) -> None:
     async with store.batch() as batch:
         await batch.mark_seen(["k"], datetime(2026, 11, 10, 13, 0, tzinfo=cet))
     assert rows(store.path, "SELECT seen_at FROM seen") == [("2026-11-10T12:00:00.000000Z",)]
+
+
+async def test_retention_prunes_ended_entries_and_keeps_open_ones(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    done, owed, failed = decision(1), decision(2), decision(3)
+    await record(store, done, owed, failed)
+    await store.mark_finished(done.key, LedgerState.DONE, "ok", START)
+    await store.mark_started(owed.key, START)  # the runner still owes it a result
+    await store.mark_finished(failed.key, LedgerState.FAILED, "409", START)
+    clock.advance(100 * 86400)
+    recent = decision(4, rule="later")
+    await record(store, recent)
+    await store.mark_finished(recent.key, LedgerState.DONE, "ok", clock.now())
+
+    pruned = await store.prune_ledger(clock.now() - timedelta(days=90))
+
+    assert pruned == 2
+    assert {entry.decision.key for entry in await store.ledger()} == {owed.key, recent.key}
+    # Pruning again finds nothing more: the index range is empty.
+    assert await store.prune_ledger(clock.now() - timedelta(days=90)) == 0

@@ -34,6 +34,8 @@ class MetricsSource:
     """Refresh server facts, and turn each new CPU sample of the watched servers into an event."""
 
     name = "metrics"
+    # The cursor's per-server high-water time keeps a sample from coming twice.
+    CURSOR_DEDUPS = True
 
     def __init__(
         self,

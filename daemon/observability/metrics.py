@@ -207,6 +207,12 @@ class Metrics:
             "CPU use of a watched server as a share of its cores (0 to 1), latest sample.",
             ["provider", "server"],
         )
+        self.sweep_remaining = state.gauge(
+            "cloudpilot_sweep_remaining_servers",
+            "Watched servers the last sweep of a source did not reach for lack of time (read "
+            "first by the next); above 0 on every poll means the provider's rate is too low.",
+            ["source"],
+        )
         self.gpu_pods = Gauge(
             "cloudpilot_k8sgpu_pods",
             "Serverless GPU pods online, by cluster and runtime class.",

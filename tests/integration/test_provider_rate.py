@@ -114,6 +114,9 @@ async def test_a_sweep_cut_short_resumes_with_the_servers_it_did_not_reach(
         first = await read_since(start)
         source = next(s for s in daemon.scheduler.jobs.values() if s.name == "metrics").source
         left = source.remaining  # type: ignore[attr-defined]
+        gauge = daemon.metrics.registry.get_sample_value(
+            "cloudpilot_sweep_remaining_servers", {"source": "metrics"}
+        )
         sampled = {name for (provider, name) in daemon.facts.cpu if provider == "seeweb"}
         daemon.clock.advance(60)  # type: ignore[attr-defined]
         second_start = daemon.clock.now().timestamp()
@@ -124,7 +127,7 @@ async def test_a_sweep_cut_short_resumes_with_the_servers_it_did_not_reach(
 
     everyone = {f"ec8{n:05d}" for n in range(100)}
     # The first sweep ran out of time part way, and kept what it read.
-    assert 0 < len(first) < 100 and left == 100 - len(first)
+    assert 0 < len(first) < 100 and left == 100 - len(first) == gauge
     assert sampled == set(first)
     # The next one read the servers the first did not reach before any other.
     unread = everyone - set(first)

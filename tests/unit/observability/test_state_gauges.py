@@ -87,6 +87,15 @@ BEFORE = {
         ("budget",),
     ),
 }
+# Gauges read from state that came later: new series, so nothing to keep the same.
+ADDED = {
+    (
+        "cloudpilot_sweep_remaining_servers",
+        "Watched servers the last sweep of a source did not reach for lack of time (read first by "
+        "the next); above 0 on every poll means the provider's rate is too low.",
+        ("source",),
+    ),
+}
 
 
 def scrape(metrics: Metrics) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -120,7 +129,7 @@ def test_the_state_gauges_keep_their_names_help_and_labels() -> None:
     }
     assert scraped == {(name, doc, tuple(sorted(labels))) for name, doc, labels in BEFORE}
     declared = {(g.name, g.documentation, g.labelnames) for g in metrics.state.gauges}
-    assert declared == BEFORE
+    assert declared == BEFORE | ADDED
 
 
 def test_a_gauge_without_series_is_still_described_and_names_are_not_registered_twice() -> None:

@@ -115,8 +115,9 @@ class MetricsSource:
             last[server.name] = samples[-1].t.isoformat()
 
     def series(self) -> Iterator[Sample]:
-        """Return the cores and latest CPU share of the watched servers (the scrape's reader)."""
-        return server_series(self._metrics, self._facts, PROVIDER, self._watched)
+        """Return the watched servers' cores and latest CPU share, and what the sweep left."""
+        yield from server_series(self._metrics, self._facts, PROVIDER, self._watched)
+        yield self._metrics.sweep_remaining, (self.name,), self.remaining
 
     async def _cpu(self, name: str) -> Sequence[MetricSample]:
         try:

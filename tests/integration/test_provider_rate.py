@@ -18,15 +18,16 @@ from conftest import SimFactory, linked_daemon, rows
 from daemon.errors import ConfigError
 from daemon.registry import load_config
 
-WORLD = """\
-name: rate
-seed: 3
-servers:
-"""
-WORLD += "".join(
-    f"  - {{name: ec9{n:05d}, plan: ECS1, demand: {{kind: constant, cores: 0.5}}}}\n"
-    for n in range(30)
-)
+
+def world(name: str, servers: int, prefix: str) -> str:
+    """Return a scenario of `servers` idle ECS servers named `<prefix>00000`, `<prefix>00001`..."""
+    return f"name: {name}\nseed: 3\nservers:\n" + "".join(
+        f"  - {{name: {prefix}{n:05d}, plan: ECS1, demand: {{kind: constant, cores: 0.5}}}}\n"
+        for n in range(servers)
+    )
+
+
+WORLD = world("rate", 30, "ec9")
 
 
 async def test_the_requests_keep_the_configured_rate(simulator: SimFactory, tmp_path: Path) -> None:
@@ -78,14 +79,7 @@ def test_limits_are_read_and_checked_with_the_provider_s_section(tmp_path: Path)
         assert "seeweb." in str(caught.value)
 
 
-BIG_WORLD = """\
-name: many
-seed: 3
-servers:
-""" + "".join(
-    f"  - {{name: ec8{n:05d}, plan: ECS1, demand: {{kind: constant, cores: 0.5}}}}\n"
-    for n in range(100)
-)
+BIG_WORLD = world("many", 100, "ec8")
 
 
 async def test_a_sweep_cut_short_resumes_with_the_servers_it_did_not_reach(

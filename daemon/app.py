@@ -116,6 +116,7 @@ class Daemon:
         self._vocabulary = self.providers.vocabulary()
         self.clock = clock
         self.metrics = Metrics(registry or CollectorRegistry())
+        self.metrics.per_server = config.model.http.per_server_metrics
         self.log: Logger = log or get_logger()
         self.notifier = notifier or SystemdNotifier.from_environ({})
         self.listen = listen or Listen.parse(config.model.http.listen)

@@ -109,6 +109,8 @@ class HttpConfig(Section):
     """Where `/metrics`, `/healthz`, `/readyz` and `/status` are served."""
 
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:9464"
+    per_server_metrics: bool = True
+    """Export series labelled by server; off, only the per-provider totals (large accounts)."""
 
 
 class StateConfig(Section):

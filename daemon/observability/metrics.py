@@ -23,6 +23,8 @@ class Metrics:
     """The daemon's metric families. Tests build one on a fresh `CollectorRegistry`."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.per_server = True
+        """Whether series labelled by server are exported (`[http] per_server_metrics`)."""
         self.registry = registry
         # The gauges read from state; registered last, once all are declared.
         self.state = state = StateCollector()
@@ -206,6 +208,16 @@ class Metrics:
             "cloudpilot_server_cpu_ratio",
             "CPU use of a watched server as a share of its cores (0 to 1), latest sample.",
             ["provider", "server"],
+        )
+        self.watched_servers = state.gauge(
+            "cloudpilot_watched_servers",
+            "Servers a source watches (their cores and CPU are polled), by provider.",
+            ["provider"],
+        )
+        self.watched_cpu = state.gauge(
+            "cloudpilot_watched_cpu_ratio_mean",
+            "Mean over the watched servers with samples of their latest CPU share (0 to 1).",
+            ["provider"],
         )
         self.sweep_remaining = state.gauge(
             "cloudpilot_sweep_remaining_servers",

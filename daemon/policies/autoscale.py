@@ -413,6 +413,8 @@ class AutoscalePolicy:
 
     def series(self) -> Iterator[Sample]:
         """Return each verdict's cores and each standing recommendation (the scrape's reader)."""
+        if not self._metrics.per_server:
+            return
         current, target = self._metrics.autoscale_current, self._metrics.autoscale_target
         for key, verdict in self.verdicts.items():
             if verdict.decided:

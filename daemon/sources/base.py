@@ -157,17 +157,29 @@ def server_series(
 ) -> Iterator[Sample]:
     """Return the cores and latest CPU share of the named servers, as facts hold them now.
 
-    A server no longer in facts, or without cores or samples, has no series.
+    A server no longer in facts, or without cores or samples, has no series; with per-server
+    series off, only the provider's totals are given: how many are watched, their mean CPU.
     """
     servers, cpu = facts.servers, facts.cpu
+    per_server = metrics.per_server
+    watched = 0
+    shares = 0.0
+    sampled = 0
     for name in names:
         key = (provider, name)  # the labels, too
         fact = servers.get(key)
         if fact is None:
             continue
-        if fact.cores is not None:
+        watched += 1
+        if per_server and fact.cores is not None:
             yield metrics.server_cores, key, fact.cores
         window = cpu.get(key)
         latest = window.latest if window is not None else None
         if latest is not None:
-            yield metrics.server_cpu, key, latest.percent / 100
+            sampled += 1
+            shares += latest.percent / 100
+            if per_server:
+                yield metrics.server_cpu, key, latest.percent / 100
+    yield metrics.watched_servers, (provider,), watched
+    if sampled:
+        yield metrics.watched_cpu, (provider,), shares / sampled

@@ -95,6 +95,16 @@ ADDED = {
         "the next); above 0 on every poll means the provider's rate is too low.",
         ("source",),
     ),
+    (
+        "cloudpilot_watched_servers",
+        "Servers a source watches (their cores and CPU are polled), by provider.",
+        ("provider",),
+    ),
+    (
+        "cloudpilot_watched_cpu_ratio_mean",
+        "Mean over the watched servers with samples of their latest CPU share (0 to 1).",
+        ("provider",),
+    ),
 }
 
 
@@ -276,3 +286,37 @@ def test_a_server_the_rule_no_longer_sees_loses_its_series(tmp_path: Path) -> No
 
     assert series(metrics, "cloudpilot_autoscale_current_cores") == {("web", "web1"): 2}
     assert set(policy.verdicts) == {("web", "web1")}
+
+
+async def test_per_server_series_off_leaves_the_provider_totals() -> None:
+    metrics, facts, clock, client = (
+        Metrics(CollectorRegistry()),
+        Facts(),
+        FakeClock(T0),
+        FakeSeeweb(),
+    )
+    metrics.per_server = False
+    source = MetricsSource(
+        cast(SeewebClient, client), facts, clock, metrics=metrics, servers=["ec*"]
+    )
+    client.servers = {"ec1": 2, "ec2": 4, "ec3": 1, "db1": 8}
+    client.cpu = {"ec1": 50.0, "ec2": 25.0}
+    await source.poll(None)
+
+    families = scrape(metrics)
+    labelled = [
+        name
+        for name, samples in families.items()
+        if any("server" in dict(labels) for labels in samples)
+    ]
+    assert labelled == []
+    assert series(metrics, "cloudpilot_watched_servers") == {("seeweb",): 3}
+    assert series(metrics, "cloudpilot_watched_cpu_ratio_mean") == {("seeweb",): 0.375}
+    # On (the default), the same poll gives both.
+    metrics.per_server = True
+    assert series(metrics, "cloudpilot_server_cores") == {
+        ("seeweb", "ec1"): 2,
+        ("seeweb", "ec2"): 4,
+        ("seeweb", "ec3"): 1,
+    }
+    assert series(metrics, "cloudpilot_watched_servers") == {("seeweb",): 3}

@@ -33,6 +33,11 @@ class ActionError(CloudpilotError):
     """A server action could not be carried out; the message says which server and why."""
 
 
+def not_configured(provider: str) -> ActionError:
+    """Return the error for an action on a provider the config has no section for."""
+    return ActionError(f"{provider} is not configured: add a [{provider}] section to the config")
+
+
 def intent_tag(key: str) -> str:
     """Return the snapshot notes that tie a snapshot to a decision's idempotency key."""
     return SNAPSHOT_NOTES_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:24]
@@ -257,9 +262,7 @@ class ServerAction:
         """Return a configured provider's backend, or raise ActionError saying what to add."""
         found = self.backends.get(provider)
         if found is None:
-            raise ActionError(
-                f"{provider} is not configured: add a [{provider}] section to the config"
-            )
+            raise not_configured(provider)
         return found
 
     async def target(self, ctx: ActionContext) -> Target:

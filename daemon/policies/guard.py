@@ -23,6 +23,7 @@ from daemon.actions.server import (
     SnapshotRef,
     Target,
     intent_tag,
+    not_configured,
     tagged,
 )
 from daemon.client.errors import ProviderError
@@ -164,10 +165,7 @@ class SnapshotGuard:
     def _backend(self, target: Target) -> SnapshotBackend:
         found = self._backends.get(target.provider)
         if found is None:
-            raise ActionError(
-                f"{target.provider} is not configured: add a [{target.provider}] section to "
-                "the config"
-            )
+            raise not_configured(target.provider)
         return found
 
     async def _snapshot(

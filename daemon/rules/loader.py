@@ -94,7 +94,7 @@ def rule_file_schema(vocabulary: Vocabulary) -> dict[str, Any]:
     )
     defs: dict[str, Any] = top.get("$defs", {})
     root_name = refs[(RuleFileModel, "validation")]["$ref"].rsplit("/", 1)[-1]
-    rule_name = next(name for name, schema in defs.items() if schema.get("title") == "Rule")
+    rule_name = _named(defs, "Rule")
     steps: list[dict[str, Any]] = [
         {
             "type": "object",
@@ -130,9 +130,14 @@ def rule_file_schema(vocabulary: Vocabulary) -> dict[str, Any]:
     }
 
 
+def _named(defs: Mapping[str, Any], title: str) -> str:
+    """Return the name of the schema definition with this title."""
+    return next(name for name, schema in defs.items() if schema.get("title") == title)
+
+
 def _titled(defs: dict[str, Any], title: str) -> dict[str, Any]:
     """Return the schema definition with this title."""
-    found: dict[str, Any] = next(schema for schema in defs.values() if schema.get("title") == title)
+    found: dict[str, Any] = defs[_named(defs, title)]
     return found
 
 
@@ -148,8 +153,7 @@ def _rule_kinds(defs: Mapping[str, Any], kinds: Sequence[RuleKind]) -> dict[str,
     """
 
     def ref(title: str) -> dict[str, str]:
-        name = next(name for name, schema in defs.items() if schema.get("title") == title)
-        return {"$ref": f"#/$defs/{name}"}
+        return {"$ref": f"#/$defs/{_named(defs, title)}"}
 
     picked: dict[str, Any] = ref("Rule")
     for kind in reversed(kinds):

@@ -11,7 +11,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import AfterValidator, Field
 
-from daemon.actions.server import ActionError
+from daemon.actions.server import ActionError, not_configured
 from daemon.client.errors import ConflictError, NotFoundError
 from daemon.client.records import Pod
 from daemon.models import Outcome, OutcomeStatus
@@ -78,7 +78,7 @@ class DeletePodAction:
     def need_client(self) -> K8sGpuClient:
         """Return the Serverless GPU client, or raise ActionError if it is not configured."""
         if self.client is None:
-            raise ActionError("k8sgpu is not configured: add a [k8sgpu] section to the config")
+            raise not_configured(K8sGpuClient.name)
         return self.client
 
     def target(self, ctx: ActionContext) -> tuple[str, str]:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from configs import write_config
 from fakecloud import CLOUDS, SPEC, FakeCloud, FakeServer
 from prometheus_client import CollectorRegistry
 
@@ -39,15 +40,12 @@ rules:
 
 
 def write(tmp_path: Path, rules: str = RULES) -> Path:
-    (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "rules.yaml").write_text(rules)
-    config = tmp_path / "cloudpilot.toml"
-    config.write_text(
-        'rules = ["rules/"]\n[http]\nlisten = "127.0.0.1:0"\n[state]\npath = "state.db"\n'
-        '[fakecloud]\ncloud = "one"\n[poll]\nfakecloud = "1m"\n'
-        '[notifiers.hook]\ntype = "webhook"\nurl = "http://127.0.0.1:9/hook"\n'
+    return write_config(
+        tmp_path,
+        rules=rules,
+        extra='[fakecloud]\ncloud = "one"\n[poll]\nfakecloud = "1m"\n'
+        '[notifiers.hook]\ntype = "webhook"\nurl = "http://127.0.0.1:9/hook"\n',
     )
-    return config
 
 
 @pytest.fixture

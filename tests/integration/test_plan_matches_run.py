@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from conftest import SimFactory, linked_daemon
+from test_real_catalogue import SEEWEB_RULE
 
 from daemon.clock import FakeClock
 from daemon.plan import run_plan
@@ -35,18 +36,10 @@ glesys:
     demand: {kind: constant, cores: 1.9}
 """
 
-RULES = """\
-rules:
-  - name: web
-    autoscale:
-      provider: seeweb
-      servers: {notes: "web-*"}
-      up: {above: 75, for: 10m, step: 1}
-      down: {below: 10, for: 2h, step: 1}
-      min_cores: 1
-      max_cores: 32
-      cooldown: 6h
-      to: [hook]
+# The Seeweb rule of the real-catalogue tests, and a Glesys one beside it.
+RULES = (
+    SEEWEB_RULE
+    + """\
   - name: glesys-web
     autoscale:
       provider: glesys
@@ -58,6 +51,7 @@ rules:
       snapshot: none
       to: [hook]
 """
+)
 
 DECIDED = re.compile(r"^(resize|recommend) (\S+) (\S+): (\d+) -> (\d+) cores")
 HELD = re.compile(r"^hold (\S+) (\S+): (\d+) cores: (.*)$")
